@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Project tasks that work on a fresh machine with only python3 and pip.
+
+    python3 dev.py demo    # run the main job: two nodes exchanging messages
+    python3 dev.py test    # the whole check suite: ruff, mypy --strict, pytest
+
+Both create (or reuse) ``.venv`` inside the checkout, so nothing leaks into the
+system Python. The venv is reinstalled when ``pyproject.toml`` changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+
+
+def _run(*args: str | Path) -> None:
+    print("+", " ".join(str(a) for a in args), flush=True)
+    result = subprocess.run([str(a) for a in args], cwd=ROOT)
+    if result.returncode:
+        sys.exit(result.returncode)
+
+
+def ensure_venv(extras: str) -> None:
+    """Install the project (editable) with ``extras`` unless an identical install is there."""
+    stamp_value = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    stamp = VENV / f".installed-{extras or 'base'}"
+    if PY.exists() and stamp.exists() and stamp.read_text() == stamp_value:
+        return
+    if not PY.exists():
+        print(f"+ creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    target = f".[{extras}]" if extras else "."
+    _run(PY, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-e", target)
+    stamp.write_text(stamp_value)
+
+
+def demo(argv: list[str]) -> None:
+    ensure_venv("")
+    _run(PY, ROOT / "examples" / "demo.py", *argv)
+
+
+def test(argv: list[str]) -> None:
+    ensure_venv("test")
+    _run(BIN / "ruff", "check", "trio_chirp", "tests", "examples", "bench", "dev.py")
+    _run(BIN / "ruff", "format", "--check", "trio_chirp", "tests", "examples", "bench", "dev.py")
+    _run(PY, "-m", "mypy", "--strict", "trio_chirp")
+    _run(PY, "-m", "pytest", *argv)
+
+
+TASKS = {"demo": demo, "test": test}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in TASKS:
+        sys.exit(f"usage: python3 dev.py {{{'|'.join(TASKS)}}} [args...]")
+    TASKS[sys.argv[1]](sys.argv[2:])

@@ -1,0 +1,15 @@
+"""trio_chirp: message passing for Trio apps, wire-compatible with libchirp 1.2.1."""
+
+from ._config import Config as Config
+from ._errors import CannotConnectError as CannotConnectError
+from ._errors import ChirpError as ChirpError
+from ._errors import ChirpTimeoutError as ChirpTimeoutError
+from ._errors import ConnectionLostError as ConnectionLostError
+from ._errors import MessageInUseError as MessageInUseError
+from ._errors import MessageTooLargeError as MessageTooLargeError
+from ._errors import ProtocolError as ProtocolError
+from ._errors import ShutdownError as ShutdownError
+from ._errors import TLSError as TLSError
+from ._message import Message as Message
+
+__version__ = "0.1.0"

@@ -1,0 +1,151 @@
+"""Node configuration: libchirp's settings with its defaults and ranges, plus our own.
+
+Validation happens in ``__post_init__`` so an invalid ``Config`` never exists; the
+error names the field, the value and the allowed range. Certificate files are checked
+when the node starts (they may legitimately appear later), not here.
+
+Every field, its default, its range and its origin is tabled in ``docs/config.md``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+from dataclasses import dataclass
+from typing import Final, final
+
+from ._protocol import IDENTITY_SIZE, ZERO_IDENTITY
+
+__all__ = ["Config"]
+
+DEFAULT_SLOTS: Final = 16
+DEFAULT_BUFFER_SIZE: Final = 64 * 1024
+MAX_CONNECT_TIMEOUT: Final = 60.0
+
+StrPath = str | os.PathLike[str]
+
+
+def _range_error(name: str, value: object, allowed: str) -> ValueError:
+    return ValueError(f"Config.{name}={value!r} is out of range: allowed {allowed}")
+
+
+def _check_int(name: str, value: object, low: int, high: int, allowed: str | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Config.{name} must be an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise _range_error(name, value, allowed or f"{low}..{high}")
+
+
+def _check_float(name: str, value: object, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"Config.{name} must be a number, got {type(value).__name__}")
+    if math.isnan(value) or not low <= value <= high:
+        raise _range_error(name, value, f"{low}..{high} seconds")
+
+
+def _check_ip(name: str, value: str | None, version: int) -> None:
+    if value is None:
+        return
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"Config.{name}={value!r} is not an IPv{version} address literal") from None
+    if address.version != version:
+        raise ValueError(f"Config.{name}={value!r} is not an IPv{version} address literal")
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Settings of one node. Defaults are libchirp 1.2.1's, so mixed networks agree on timing."""
+
+    # --- libchirp's settings (PROTOCOL.md section 8) ---
+    port: int = 2998
+    """Listening port, announced in every handshake. 0 picks a port free on IPv4 and IPv6."""
+    timeout: float = 5.0
+    """Seconds for a written frame's write and ACK; connecting gets min(2*timeout, 60)."""
+    reuse_time: float = 30.0
+    """Seconds of idleness before connections and remotes are collected (see effective value)."""
+    backlog: int = 100
+    max_slots: int = 0
+    """Receive slots per connection; 0 means 16; synchronous nodes always use 1."""
+    synchronous: bool = True
+    buffer_size: int = 0
+    """Bytes asked for per socket read; 0 means 64 KiB."""
+    max_msg_size: int = 100 * 1024 * 1024
+    """Largest header_len + data_len accepted from a peer; a larger frame closes its connection."""
+    bind_v4: str | None = "0.0.0.0"
+    """IPv4 listen address; None listens on no IPv4 address (ours)."""
+    bind_v6: str | None = "::"
+    """IPv6 listen address; None listens on no IPv6 address (ours)."""
+    identity: bytes = ZERO_IDENTITY
+    """Node identity; all zero means a fresh random one per start. Used whole (libchirp keeps one byte)."""
+    cert_chain_pem: StrPath | None = None
+    dh_params_pem: StrPath | None = None
+    disable_encryption: bool = False
+
+    # --- trio_chirp's own settings ---
+    send_queue_size: int = 256
+    """Messages that may wait per remote before ``send()`` waits for room (libchirp: unbounded)."""
+    handshake_timeout: float = 0.0
+    """Seconds an incoming connection has to complete TLS and chirp handshakes; 0 = connect timeout."""
+
+    def __post_init__(self) -> None:
+        _check_int("port", self.port, 0, 65535, "0 (pick a free port) or 1025..65535")
+        if 0 < self.port <= 1024:
+            raise _range_error("port", self.port, "0 (pick a free port) or 1025..65535")
+        _check_int("backlog", self.backlog, 0, 127)
+        _check_float("timeout", self.timeout, 0.1, 1200.0)
+        _check_float("reuse_time", self.reuse_time, 0.0, 3600.0)
+        reuse = self.effective_reuse_time
+        if not 0.5 <= reuse <= 3600.0:
+            raise ValueError(
+                f"Config.reuse_time={self.reuse_time!r} gives an effective reuse time of"
+                f" max(reuse_time, 3*timeout)={reuse!r}; allowed 0.5..3600 seconds"
+            )
+        _check_int("max_slots", self.max_slots, 0, 32, "0 (means 16) or 1..32")
+        _check_int("buffer_size", self.buffer_size, 0, 2**32 - 1, "0 (means 64 KiB) or 1024..4294967295")
+        if 0 < self.buffer_size < 1024:
+            raise _range_error("buffer_size", self.buffer_size, "0 (means 64 KiB) or 1024..4294967295")
+        _check_int("max_msg_size", self.max_msg_size, 0, 2**32 - 1)
+        _check_ip("bind_v4", self.bind_v4, 4)
+        _check_ip("bind_v6", self.bind_v6, 6)
+        if self.bind_v4 is None and self.bind_v6 is None:
+            raise ValueError("Config.bind_v4 and Config.bind_v6 are both None: the node could not listen")
+        if not isinstance(self.identity, bytes) or len(self.identity) != IDENTITY_SIZE:
+            raise ValueError(f"Config.identity={self.identity!r} must be {IDENTITY_SIZE} bytes")
+        _check_int("send_queue_size", self.send_queue_size, 1, 2**31 - 1)
+        _check_float("handshake_timeout", self.handshake_timeout, 0.0, 3600.0)
+
+    # --- derived values ---
+    @property
+    def effective_reuse_time(self) -> float:
+        """R = max(reuse_time, 3 * timeout), as libchirp computes it."""
+        return max(float(self.reuse_time), 3.0 * self.timeout)
+
+    @property
+    def connect_timeout(self) -> float:
+        """min(2 * timeout, 60): TCP connect + TLS + the peer's handshake, for outgoing connections."""
+        return min(2.0 * self.timeout, MAX_CONNECT_TIMEOUT)
+
+    @property
+    def effective_handshake_timeout(self) -> float:
+        """Time an accepted connection has to send its handshake (libchirp: unlimited)."""
+        return self.handshake_timeout or self.connect_timeout
+
+    @property
+    def effective_slots(self) -> int:
+        """1 when synchronous, else max_slots or 16."""
+        if self.synchronous:
+            return 1
+        return self.max_slots or DEFAULT_SLOTS
+
+    @property
+    def effective_buffer_size(self) -> int:
+        return self.buffer_size or DEFAULT_BUFFER_SIZE
+
+    @property
+    def noop_threshold(self) -> float:
+        """Idle seconds after which a NOOP probe precedes the next frame (3/4 of R)."""
+        return 0.75 * self.effective_reuse_time

@@ -1,0 +1,211 @@
+"""The incremental receive-side state machine (sans-IO, like h11's connection object).
+
+Feed bytes with :meth:`FrameParser.receive_data`, then call :meth:`FrameParser.next_event`
+until it returns ``NEED_DATA``. Events, in stream order:
+
+* one :class:`Handshake` (unless the parser was made with ``expect_handshake=False``);
+* for every frame a :class:`FrameHead`, produced as soon as its 27 bytes are complete and
+  validated, before any payload is consumed;
+* for a data frame (neither ACK nor NOOP), then a :class:`DataFrame` with the payload.
+
+The pause between a data frame's head and its payload is what makes receive slots work:
+the caller takes a slot *before* asking for the next event, and while it waits, the parser
+consumes nothing more and the caller reads nothing more from the socket, so TCP pushes back.
+
+Payload bytes are copied once (a slice out of the received chunk, or one join of the
+pieces of a frame that spans chunks). A frame's announced size is checked against
+``max_msg_size`` before anything is buffered for it, and pieces are kept only as they
+arrive, so a hostile length cannot make the parser allocate.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .._errors import MessageTooLargeError, ProtocolError
+from .constants import (
+    FRAME_HEAD_SIZE,
+    FRAME_HEAD_STRUCT,
+    HANDSHAKE_SIZE,
+    HANDSHAKE_STRUCT,
+    TYPE_ACK,
+    TYPE_NOOP,
+    TYPE_REQ_ACK,
+)
+from .events import NEED_DATA, DataFrame, FrameHead, Handshake, NeedData
+
+__all__ = ["Event", "FrameParser"]
+
+Event = Handshake | FrameHead | DataFrame | NeedData
+
+_HANDSHAKE: Final = 0
+_HEAD: Final = 1
+_PAUSED: Final = 2  # a data frame's head was returned; its payload is next
+_HEADER: Final = 3
+_DATA: Final = 4
+_BROKEN: Final = 5
+
+_CONTROL_BITS: Final = TYPE_ACK | TYPE_NOOP
+_EMPTY: Final = b""
+
+
+class FrameParser:
+    """Turns a chirp byte stream into events; raises ``ProtocolError`` on a violation.
+
+    After an error the parser is broken and every later call raises again: the
+    connection must be closed.
+    """
+
+    __slots__ = (
+        "_chunk",
+        "_error",
+        "_head",
+        "_header",
+        "_max_msg_size",
+        "_need",
+        "_parts",
+        "_pos",
+        "_state",
+    )
+
+    def __init__(self, max_msg_size: int, *, expect_handshake: bool = True) -> None:
+        if max_msg_size < 0:
+            raise ValueError(f"max_msg_size must be >= 0, got {max_msg_size}")
+        self._max_msg_size = max_msg_size
+        self._state = _HANDSHAKE if expect_handshake else _HEAD
+        self._chunk: bytes = _EMPTY
+        self._pos = 0
+        # Pieces of a unit (handshake, fixed part, header or data) that spans chunks,
+        # and how many bytes of that unit are still missing.
+        self._parts: list[bytes | memoryview] = []
+        self._need = 0
+        self._head: FrameHead | None = None
+        self._header = _EMPTY
+        self._error: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet turned into events (bounded by one read)."""
+        return len(self._chunk) - self._pos + sum(len(p) for p in self._parts)
+
+    @property
+    def paused(self) -> bool:
+        """True between a data frame's head and the next call to :meth:`next_event`."""
+        return self._state == _PAUSED
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Hand over the next bytes of the stream; they are not copied if they are ``bytes``."""
+        if self._error is not None:
+            raise self._error
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        if self._pos < len(self._chunk):
+            # Rare: the caller fed again without draining. Keep the order, pay one copy.
+            data = self._chunk[self._pos :] + data
+        self._chunk = data
+        self._pos = 0
+
+    def next_event(self) -> Event:
+        """The next event, or ``NEED_DATA`` when every received byte is consumed."""
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next_event()
+        except ProtocolError as exc:
+            self._state = _BROKEN
+            self._error = exc
+            raise
+
+    def _next_event(self) -> Event:
+        state = self._state
+        if state == _HEAD:
+            chunk, pos = self._chunk, self._pos
+            if not self._parts and len(chunk) - pos >= FRAME_HEAD_SIZE:
+                # Fast path: the whole fixed part is in this chunk.
+                fields = FRAME_HEAD_STRUCT.unpack_from(chunk, pos)
+                self._pos = pos + FRAME_HEAD_SIZE
+            else:
+                raw = self._take(FRAME_HEAD_SIZE)
+                if raw is None:
+                    return NEED_DATA
+                fields = FRAME_HEAD_STRUCT.unpack(raw)
+            return self._on_head(FrameHead(*fields))
+        if state == _PAUSED:
+            head = self._head
+            assert head is not None
+            self._state = state = _HEADER
+            self._header = _EMPTY
+        if state == _HEADER:
+            head = self._head
+            assert head is not None
+            if head.header_len:
+                header = self._take(head.header_len)
+                if header is None:
+                    return NEED_DATA
+                self._header = header
+            self._state = state = _DATA
+        if state == _DATA:
+            head = self._head
+            assert head is not None
+            data = self._take(head.data_len) if head.data_len else _EMPTY
+            if data is None:
+                return NEED_DATA
+            self._state = _HEAD
+            self._head = None
+            header, self._header = self._header, _EMPTY
+            return DataFrame(head, header, data)
+        if state == _HANDSHAKE:
+            raw = self._take(HANDSHAKE_SIZE)
+            if raw is None:
+                return NEED_DATA
+            self._state = _HEAD
+            port, identity = HANDSHAKE_STRUCT.unpack(raw)
+            return Handshake(port, identity)
+        raise AssertionError(f"parser in unknown state {state}")  # pragma: no cover
+
+    def _on_head(self, head: FrameHead) -> FrameHead:
+        """Validate a fixed part before any of its payload is consumed (PROTOCOL.md 3.3)."""
+        size = head.header_len + head.data_len  # Python ints: no 32-bit wrap-around
+        if size > self._max_msg_size:
+            raise MessageTooLargeError(
+                f"frame announces header_len={head.header_len} + data_len={head.data_len}"
+                f" = {size} bytes, above max_msg_size={self._max_msg_size}"
+            )
+        type_ = head.type
+        if type_ & _CONTROL_BITS:
+            kind = "NOOP" if type_ & TYPE_NOOP else "ACK"
+            if size:
+                raise ProtocolError(
+                    f"{kind} frame (type=0x{type_:02x}) carries a payload:"
+                    f" header_len={head.header_len}, data_len={head.data_len}"
+                )
+            if type_ & TYPE_REQ_ACK:
+                raise ProtocolError(f"{kind} frame (type=0x{type_:02x}) also sets REQ_ACK")
+            return head
+        self._state = _PAUSED
+        self._head = head
+        return head
+
+    def _take(self, n: int) -> bytes | None:
+        """Exactly ``n`` more bytes of the stream, or None after stashing what there is."""
+        chunk, pos = self._chunk, self._pos
+        avail = len(chunk) - pos
+        parts = self._parts
+        if not parts:
+            if avail >= n:
+                self._pos = pos + n
+                return chunk[pos : pos + n]
+            self._need = n
+        need = self._need
+        if avail < need:
+            if avail:
+                parts.append(memoryview(chunk)[pos:])
+                self._need = need - avail
+            self._chunk, self._pos = _EMPTY, 0
+            return None
+        parts.append(memoryview(chunk)[pos : pos + need])
+        self._pos = pos + need
+        result = _EMPTY.join(parts)
+        parts.clear()
+        self._need = 0
+        return result
