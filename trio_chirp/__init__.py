@@ -13,3 +13,9 @@ from ._errors import TLSError as TLSError
 from ._message import Message as Message
 
 __version__ = "0.1.0"
+from ._node import Chirp as Chirp
+from ._node import open_chirp as open_chirp
+from ._node import serve_chirp as serve_chirp
+from ._stats import NodeStats as NodeStats
+from ._stats import RemoteStats as RemoteStats
+from ._transport import Transport as Transport

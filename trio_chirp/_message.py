@@ -78,6 +78,33 @@ class Message:
         self._release_hook: ReleaseHook | None = None
         self._in_use = False
 
+    @classmethod
+    def _received(
+        cls,
+        identity: bytes,
+        serial: int,
+        header: bytes,
+        data: bytes,
+        address: str,
+        port: int,
+        remote_identity: bytes,
+        ack_requested: bool,
+        release_hook: ReleaseHook,
+    ) -> Message:
+        """A message built from a frame: no random identity drawn, fields set directly."""
+        msg = cls.__new__(cls)
+        msg._data = data
+        msg._header = header
+        msg.address = address
+        msg.port = port
+        msg.identity = identity
+        msg.serial = serial
+        msg.remote_identity = remote_identity
+        msg.ack_requested = ack_requested
+        msg._release_hook = release_hook
+        msg._in_use = False
+        return msg
+
     @property
     def data(self) -> bytes:
         return self._data
@@ -114,12 +141,16 @@ class Message:
         hook = getattr(self, "_release_hook", None)
         if hook is not None:
             self._release_hook = None
-            warnings.warn(
-                f"{self!r} was garbage-collected without release(); its slot was freed without ACK",
-                ResourceWarning,
-                stacklevel=1,
-            )
-            hook(self, False)
+            try:
+                warnings.warn(
+                    f"{self!r} was garbage-collected without release(); its slot was freed without ACK",
+                    ResourceWarning,
+                    stacklevel=1,
+                )
+            finally:
+                # Free the slot even when warnings are errors (-W error), else the
+                # connection would stop reading for ever.
+                hook(self, False)
 
     def __repr__(self) -> str:
         return (

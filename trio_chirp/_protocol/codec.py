@@ -36,6 +36,8 @@ __all__ = [
 
 
 def _check_identity(identity: bytes) -> None:
+    if not isinstance(identity, bytes | bytearray):
+        raise TypeError(f"identity must be bytes, got {type(identity).__name__}")
     if len(identity) != IDENTITY_SIZE:
         raise ValueError(f"identity must be {IDENTITY_SIZE} bytes, got {len(identity)}")
 
@@ -50,6 +52,8 @@ def encode_handshake(port: int, identity: bytes) -> bytes:
 
 def check_frame_lengths(header_len: int, data_len: int) -> None:
     """Refuse payloads the 16/32-bit length fields cannot describe."""
+    if header_len < 0 or data_len < 0:
+        raise ValueError(f"lengths must be >= 0, got header_len={header_len}, data_len={data_len}")
     if header_len > MAX_HEADER_LEN:
         raise ValueError(f"header is {header_len} bytes; the wire format allows at most {MAX_HEADER_LEN}")
     if data_len > MAX_DATA_LEN:

@@ -47,6 +47,8 @@ _BROKEN: Final = 5
 
 _CONTROL_BITS: Final = TYPE_ACK | TYPE_NOOP
 _EMPTY: Final = b""
+_unpack_head_from: Final = FRAME_HEAD_STRUCT.unpack_from
+_unpack_head: Final = FRAME_HEAD_STRUCT.unpack
 
 
 class FrameParser:
@@ -86,7 +88,7 @@ class FrameParser:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet turned into events (bounded by one read)."""
-        return len(self._chunk) - self._pos + sum(len(p) for p in self._parts)
+        return len(self._chunk) - self._pos + sum(len(p) for p in self._parts) + len(self._header)
 
     @property
     def paused(self) -> bool:
@@ -109,32 +111,33 @@ class FrameParser:
         """The next event, or ``NEED_DATA`` when every received byte is consumed."""
         if self._error is not None:
             raise self._error
-        try:
-            return self._next_event()
-        except ProtocolError as exc:
-            self._state = _BROKEN
-            self._error = exc
-            raise
-
-    def _next_event(self) -> Event:
         state = self._state
         if state == _HEAD:
             chunk, pos = self._chunk, self._pos
             if not self._parts and len(chunk) - pos >= FRAME_HEAD_SIZE:
                 # Fast path: the whole fixed part is in this chunk.
-                fields = FRAME_HEAD_STRUCT.unpack_from(chunk, pos)
+                fields = _unpack_head_from(chunk, pos)
                 self._pos = pos + FRAME_HEAD_SIZE
             else:
                 raw = self._take(FRAME_HEAD_SIZE)
                 if raw is None:
                     return NEED_DATA
-                fields = FRAME_HEAD_STRUCT.unpack(raw)
+                fields = _unpack_head(raw)
             return self._on_head(FrameHead(*fields))
         if state == _PAUSED:
             head = self._head
             assert head is not None
+            chunk, pos = self._chunk, self._pos
+            mid = pos + head.header_len
+            end = mid + head.data_len
+            if end <= len(chunk):
+                # Fast path: the whole payload is in this chunk (no pieces are pending
+                # while paused: the fixed part was complete). One slice each.
+                self._pos = end
+                self._state = _HEAD
+                self._head = None
+                return DataFrame(head, chunk[pos:mid], chunk[mid:end])
             self._state = state = _HEADER
-            self._header = _EMPTY
         if state == _HEADER:
             head = self._head
             assert head is not None
@@ -166,25 +169,35 @@ class FrameParser:
     def _on_head(self, head: FrameHead) -> FrameHead:
         """Validate a fixed part before any of its payload is consumed (PROTOCOL.md 3.3)."""
         size = head.header_len + head.data_len  # Python ints: no 32-bit wrap-around
+        if size <= self._max_msg_size and not head.type & _CONTROL_BITS:
+            self._state = _PAUSED
+            self._head = head
+            return head
+        error = self._violation(head, size)
+        if error is None:
+            return head  # a valid ACK or NOOP: no payload, nothing to pause for
+        # Broken for good: every later call raises the same error.
+        self._state = _BROKEN
+        self._error = error
+        raise error
+
+    def _violation(self, head: FrameHead, size: int) -> ProtocolError | None:
+        """What is wrong with an oversize frame, an ACK or a NOOP; None if nothing."""
         if size > self._max_msg_size:
-            raise MessageTooLargeError(
+            return MessageTooLargeError(
                 f"frame announces header_len={head.header_len} + data_len={head.data_len}"
                 f" = {size} bytes, above max_msg_size={self._max_msg_size}"
             )
         type_ = head.type
-        if type_ & _CONTROL_BITS:
-            kind = "NOOP" if type_ & TYPE_NOOP else "ACK"
-            if size:
-                raise ProtocolError(
-                    f"{kind} frame (type=0x{type_:02x}) carries a payload:"
-                    f" header_len={head.header_len}, data_len={head.data_len}"
-                )
-            if type_ & TYPE_REQ_ACK:
-                raise ProtocolError(f"{kind} frame (type=0x{type_:02x}) also sets REQ_ACK")
-            return head
-        self._state = _PAUSED
-        self._head = head
-        return head
+        kind = "NOOP" if type_ & TYPE_NOOP else "ACK"
+        if size:
+            return ProtocolError(
+                f"{kind} frame (type=0x{type_:02x}) carries a payload:"
+                f" header_len={head.header_len}, data_len={head.data_len}"
+            )
+        if type_ & TYPE_REQ_ACK:
+            return ProtocolError(f"{kind} frame (type=0x{type_:02x}) also sets REQ_ACK")
+        return None
 
     def _take(self, n: int) -> bytes | None:
         """Exactly ``n`` more bytes of the stream, or None after stashing what there is."""

@@ -1,0 +1,295 @@
+"""One byte stream to a peer: a nursery with a reader, a writer and a timer task.
+
+* The **reader** feeds the parser. At a data frame's fixed part it takes a receive slot
+  of *this* connection before the payload is consumed; with none free it stops reading,
+  so TCP pushes back on the sender. It never waits on anything shared with other
+  connections: delivery to the application cannot block (the slots bound it).
+* The **writer** is the only task that writes. It sends our handshake first, in one
+  write, then pulls coalesced batches from its remote while it is the remote's current
+  connection. A frame is written whole or the connection is closed.
+* The **timer** enforces the handshake deadline and the ACK deadline of the synchronous
+  message written here; its cancel scope's deadline is moved instead of restarting it.
+
+Any contained failure (``ChirpError``, ``OSError``, ``ssl.SSLError``,
+``trio.BrokenResourceError``) ends only this connection; anything else is a bug and
+propagates to crash the node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from ._errors import ChirpError, ChirpTimeoutError, ConnectionLostError, ShutdownError
+from ._message import Message
+from ._protocol import NEED_DATA, DataFrame, FrameHead, FrameParser, Handshake, encode_handshake
+from ._remote import Outgoing, Remote, lost_error
+
+if TYPE_CHECKING:
+    from ._node import Chirp
+
+__all__ = ["CONTAINED_ERRORS", "Connection"]
+
+logger = logging.getLogger("trio_chirp.connection")
+
+CONTAINED_ERRORS: Final = (ChirpError, OSError, ssl.SSLError, trio.BrokenResourceError)
+"""Failures that cost one connection and nothing else."""
+
+_DIRECT_WRITE: Final = 64 * 1024
+"""Payload parts at least this large are written as they are instead of being joined."""
+
+
+class SlotPool:
+    """The receive slots of one connection; their number bounds unreleased messages."""
+
+    __slots__ = ("_sem", "peak", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._sem = trio.Semaphore(size, max_value=size)
+        self.peak = 0
+
+    @property
+    def in_use(self) -> int:
+        return self.size - self._sem.value
+
+    async def acquire(self) -> None:
+        try:
+            self._sem.acquire_nowait()
+        except trio.WouldBlock:
+            await self._sem.acquire()
+        else:
+            pass
+        in_use = self.size - self._sem.value
+        if in_use > self.peak:
+            self.peak = in_use
+
+    def release(self) -> None:
+        self._sem.release()
+
+
+class Connection:
+    """State and tasks of one stream; created by the node for accepted and dialled streams."""
+
+    def __init__(
+        self,
+        node: Chirp,
+        stream: trio.abc.Stream,
+        *,
+        peer_address: str,
+        outgoing_remote: Remote | None,
+        handshake_deadline: float,
+    ) -> None:
+        self.node = node
+        self.config = node.config
+        self.stream = stream
+        self.peer_address = peer_address
+        self.outgoing_remote = outgoing_remote
+        self.outgoing = outgoing_remote is not None
+        self.remote: Remote | None = None
+        self.peer_identity: bytes | None = None
+        self.peer_port: int | None = None
+        self.slots = SlotPool(self.config.effective_slots)
+        self.closed = False
+        self.failure: ChirpError | None = None
+        self.writing: list[Outgoing] = []
+        self.last_activity = trio.current_time()
+        self.frames_in = self.frames_out = self.bytes_in = self.bytes_out = 0
+        self._handshake_deadline = handshake_deadline
+        self._ack_deadline = math.inf
+        self._timer_scope: trio.CancelScope | None = None
+        self._nursery_scope: trio.CancelScope | None = None
+        self._attached = trio.Event()
+
+    def __repr__(self) -> str:
+        direction = "to" if self.outgoing else "from"
+        return f"<Connection {direction} {self.peer_address}:{self.peer_port or '?'}>"
+
+    # --- lifecycle ---------------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve the stream until it fails or is closed; then report to the node."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery_scope = nursery.cancel_scope
+                if self.closed:  # closed before it started
+                    nursery.cancel_scope.cancel()
+                nursery.start_soon(self._guard, self._reader)
+                nursery.start_soon(self._guard, self._writer)
+                nursery.start_soon(self._guard, self._timer)
+        finally:
+            self.closed = True
+            cause = self.failure or ShutdownError("connection closed")
+            with trio.CancelScope(shield=True):
+                self.node._on_connection_closed(self, cause)
+                with trio.move_on_after(1.0):
+                    await self._aclose_stream()
+
+    async def _aclose_stream(self) -> None:
+        with contextlib.suppress(*CONTAINED_ERRORS):
+            await self.stream.aclose()
+
+    def close(self, cause: ChirpError) -> None:
+        """End the connection from outside (GC, node shutdown, a duplicate)."""
+        if self.failure is None:
+            self.failure = cause
+        self.closed = True
+        if self._nursery_scope is not None:
+            self._nursery_scope.cancel()
+
+    async def _guard(self, task: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await task()
+        except CONTAINED_ERRORS as exc:
+            if self.failure is None:
+                self.failure = lost_error(exc)
+            self.closed = True
+            assert self._nursery_scope is not None
+            self._nursery_scope.cancel()
+
+    # --- reader ------------------------------------------------------------------------
+    async def _reader(self) -> None:
+        parser = FrameParser(self.config.max_msg_size)
+        receive_some = self.stream.receive_some
+        bufsize = self.config.effective_buffer_size
+        deliver = self.node._deliver
+        release = self._release
+        head: FrameHead | None = None
+        while True:
+            event = parser.next_event()
+            if event is NEED_DATA:
+                data = await receive_some(bufsize)
+                if not data:
+                    raise ConnectionLostError(f"{self} closed by the peer")
+                self.bytes_in += len(data)
+                parser.receive_data(data)
+                continue
+            cls = type(event)
+            if cls is FrameHead:
+                assert isinstance(event, FrameHead)
+                self.frames_in += 1
+                if event.is_message:
+                    head = event
+                    await self.slots.acquire()
+                elif event.is_noop:
+                    now = trio.current_time()
+                    self.last_activity = now
+                    if self.remote is not None:
+                        self.remote.last_activity = now
+                elif self.remote is not None:
+                    self.remote.on_ack(event.identity)
+            elif cls is DataFrame:
+                assert isinstance(event, DataFrame)
+                head = event.head
+                remote = self.remote
+                assert remote is not None
+                assert self.peer_identity is not None
+                now = trio.current_time()
+                self.last_activity = remote.last_activity = now
+                deliver(
+                    Message._received(
+                        head.identity,
+                        head.serial,
+                        event.header,
+                        event.data,
+                        remote.address,
+                        remote.port,
+                        self.peer_identity,
+                        head.requests_ack,
+                        release,
+                    )
+                )
+            else:
+                assert isinstance(event, Handshake)
+                self.peer_identity = event.identity
+                self.peer_port = event.port
+                self._handshake_deadline = math.inf
+                self._update_timer()
+                self.remote = self.node._on_handshake(self, event)
+                self._attached.set()
+
+    def _release(self, msg: Message, ack: bool) -> None:
+        self.slots.release()
+        remote = self.remote
+        if ack and msg.ack_requested and not self.closed and remote is not None and not remote.closed:
+            remote.queue_ack(msg.identity)
+
+    # --- writer ------------------------------------------------------------------------
+    async def _writer(self) -> None:
+        handshake = encode_handshake(self.node.port, self.node.identity)
+        await self._write([handshake], what="handshake")
+        await self._attached.wait()
+        remote = self.remote
+        assert remote is not None
+        timeout = self.config.timeout
+        while True:
+            batch = remote.take_batch(self)
+            if batch is None:
+                await remote.writer_lot.park()
+                continue
+            parts, outs = batch
+            self.writing = outs
+            start = trio.current_time()
+            await self._write(parts, what=f"{len(parts)} frame part(s)")
+            self.frames_out += len(outs)
+            self.writing = []
+            self.last_activity = trio.current_time()
+            remote.on_written(self, outs, start + timeout)
+
+    async def _write(self, parts: list[bytes], *, what: str) -> None:
+        timeout = self.config.timeout
+        with trio.move_on_after(timeout) as scope:
+            send_all = self.stream.send_all
+            pending: list[bytes] = []
+            for part in parts:
+                if len(part) >= _DIRECT_WRITE:
+                    if pending:
+                        await send_all(b"".join(pending))
+                        pending.clear()
+                    await send_all(part)
+                else:
+                    pending.append(part)
+            if pending:
+                await send_all(b"".join(pending) if len(pending) > 1 else pending[0])
+        if scope.cancelled_caught:
+            raise ChirpTimeoutError(f"writing {what} to {self} took longer than timeout={timeout}s")
+        self.bytes_out += sum(len(p) for p in parts)
+
+    # --- timer -------------------------------------------------------------------------
+    async def _timer(self) -> None:
+        while True:
+            with trio.CancelScope(deadline=self._deadline()) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
+            now = trio.current_time()
+            if now >= self._handshake_deadline:
+                what = "connect" if self.outgoing else "handshake"
+                limit = (
+                    self.config.connect_timeout if self.outgoing else self.config.effective_handshake_timeout
+                )
+                raise ChirpTimeoutError(f"{self}: no chirp handshake within the {what} timeout ({limit}s)")
+            if now >= self._ack_deadline:
+                raise ChirpTimeoutError(
+                    f"{self}: no ACK within timeout={self.config.timeout}s of writing a synchronous message"
+                )
+
+    def _deadline(self) -> float:
+        return min(self._handshake_deadline, self._ack_deadline)
+
+    def _update_timer(self) -> None:
+        if self._timer_scope is not None:
+            self._timer_scope.deadline = self._deadline()
+
+    def arm_ack_timer(self, deadline: float) -> None:
+        self._ack_deadline = deadline
+        self._update_timer()
+
+    def disarm_ack_timer(self) -> None:
+        self._ack_deadline = math.inf
+        self._update_timer()

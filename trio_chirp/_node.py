@@ -1,0 +1,547 @@
+"""The node: listening, dialing, the remote table, GC, delivery, and the public ``Chirp`` API.
+
+A node runs inside the caller's Trio app: ``open_chirp()`` opens a nursery that holds
+the listener, one task per connection (each its own nursery), the garbage collector
+and the reconnect debouncer. The node never imports TCP, TLS or the in-memory network:
+it is handed a ``Transport``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import os
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final, final
+
+import trio
+
+from ._config import Config
+from ._connection import Connection
+from ._errors import (
+    CannotConnectError,
+    ChirpError,
+    ChirpTimeoutError,
+    ConnectionLostError,
+    MessageInUseError,
+    ShutdownError,
+    TLSError,
+)
+from ._message import Message
+from ._protocol import IDENTITY_SIZE, ZERO_IDENTITY, Handshake, check_frame_lengths
+from ._remote import Outgoing, OutgoingState, Remote, RemoteKey, lost_error
+from ._stats import NodeStats, RemoteStats
+from ._tcp import TCPTransport
+from ._transport import Transport
+
+__all__ = ["Chirp", "open_chirp", "serve_chirp"]
+
+logger = logging.getLogger("trio_chirp.node")
+
+LOCAL_ADDRESSES: Final = frozenset({"127.0.0.1", "::1"})
+"""libchirp's "local" test is a string compare on these two literals (PROTOCOL.md 2.2)."""
+
+DEBOUNCE_BASE: Final = 0.05
+DEBOUNCE_JITTER: Final = 0.5
+
+
+def normalize_address(address: object) -> str:
+    """The canonical text of an IP literal, so one peer is one remote however it is spelled."""
+    if not isinstance(address, str):
+        raise ValueError(f"message address must be an IP address literal, got {address!r}")
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        raise ValueError(f"message address must be an IP address literal, got {address!r}") from None
+
+
+def _destination(message: Message) -> RemoteKey:
+    port = message.port
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"message port must be in 1..65535, got {port!r}")
+    return normalize_address(message.address), port
+
+
+def _check_certificate_files(config: Config) -> None:
+    for name in ("cert_chain_pem", "dh_params_pem"):
+        path = getattr(config, name)
+        if path is not None and not os.path.isfile(path):
+            raise ValueError(f"Config.{name}={os.fspath(path)!r} does not name an existing file")
+
+
+@final
+class Chirp:
+    """A running node. Made by ``open_chirp()`` / ``serve_chirp()``, not directly."""
+
+    def __init__(
+        self,
+        config: Config,
+        transport: Transport,
+        rng: random.Random,
+        nursery: trio.Nursery,
+    ) -> None:
+        self.config = config
+        self._transport = transport
+        self._rng = rng
+        self._nursery = nursery
+        identity = config.identity
+        self.identity: bytes = identity if identity != ZERO_IDENTITY else os.urandom(IDENTITY_SIZE)
+        self.port: int = config.port
+        self._remotes: dict[RemoteKey, Remote] = {}
+        self._connections: set[Connection] = set()
+        self._blocked: set[Remote] = set()
+        self._debouncing = False
+        self._incoming_send, self._incoming_recv = trio.open_memory_channel[Message](math.inf)
+        self._listen_scope = trio.CancelScope()
+        self._closing = False
+        self._closed = trio.Event()
+        self._errors: Counter[str] = Counter()
+        self._lost = 0
+        self._peak_slots = 0
+        self._frames_in = self._frames_out = self._bytes_in = self._bytes_out = 0
+
+    def __repr__(self) -> str:
+        return f"<Chirp port={self.port} identity={self.identity.hex()}>"
+
+    # --- start -------------------------------------------------------------------------
+    async def _start(self) -> None:
+        self.port = await self._nursery.start(self._serve)
+        self._nursery.start_soon(self._collect_garbage)
+
+    async def _serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        with self._listen_scope:
+            await self._transport.serve(
+                port=self.config.port,
+                bind_v4=self.config.bind_v4,
+                bind_v6=self.config.bind_v6,
+                backlog=self.config.backlog,
+                on_accept=self._on_accept,
+                task_status=task_status,
+            )
+
+    def _needs_tls(self, address: str) -> bool:
+        return not self.config.disable_encryption and address not in LOCAL_ADDRESSES
+
+    def _tls_error(self, address: str) -> TLSError:
+        if self.config.cert_chain_pem is None or self.config.dh_params_pem is None:
+            return TLSError(
+                f"{address} is not a loopback address, so chirp requires TLS, but no certificates are"
+                " configured: set Config.cert_chain_pem and Config.dh_params_pem, or disable_encryption=True"
+            )
+        return TLSError(f"TLS to {address} is not supported by this version of trio_chirp yet")
+
+    def _on_accept(self, stream: trio.abc.Stream, peer_address: str) -> None:
+        address = normalize_address(peer_address)
+        if self._closing:
+            self._nursery.start_soon(stream.aclose)
+            return
+        if self._needs_tls(address):
+            self._count_error(self._tls_error(address), address)
+            self._nursery.start_soon(stream.aclose)
+            return
+        deadline = trio.current_time() + self.config.effective_handshake_timeout
+        conn = Connection(
+            self, stream, peer_address=address, outgoing_remote=None, handshake_deadline=deadline
+        )
+        self._connections.add(conn)
+        self._nursery.start_soon(conn.run)
+
+    # --- remotes and connections ----------------------------------------------------------
+    def _get_remote(self, key: RemoteKey) -> Remote:
+        remote = self._remotes.get(key)
+        if remote is None:
+            remote = Remote(
+                key,
+                serial=self._rng.getrandbits(32),
+                queue_size=self.config.send_queue_size,
+                noop_threshold=self.config.noop_threshold,
+                on_needs_connection=self._request_connection,
+                on_lost=self._on_async_lost,
+            )
+            self._remotes[key] = remote
+        return remote
+
+    def _request_connection(self, remote: Remote) -> None:
+        if self._closing:
+            return
+        remote.connecting = True
+        self._nursery.start_soon(self._dial, remote)
+
+    async def _dial(self, remote: Remote) -> None:
+        deadline = trio.current_time() + self.config.connect_timeout
+        stream: trio.abc.Stream | None = None
+        error: ChirpError | None = None
+        with trio.move_on_at(deadline):
+            try:
+                stream = await self._transport.connect(remote.address, remote.port)
+            except OSError as exc:
+                error = CannotConnectError(f"cannot connect to {remote.address}:{remote.port}: {exc}")
+                error.__cause__ = exc
+        if stream is None:
+            if error is None:
+                error = ChirpTimeoutError(
+                    f"connecting to {remote.address}:{remote.port} took longer than the connect"
+                    f" timeout ({self.config.connect_timeout}s)"
+                )
+            remote.connecting = False
+            self._on_remote_failure(remote, error)
+            return
+        conn = Connection(
+            self, stream, peer_address=remote.address, outgoing_remote=remote, handshake_deadline=deadline
+        )
+        self._connections.add(conn)
+        if self._closing or remote.closed:
+            conn.close(ShutdownError("node is closing"))
+        await conn.run()
+
+    def _on_handshake(self, conn: Connection, handshake: Handshake) -> Remote:
+        if conn.outgoing_remote is not None:
+            # Attach to the remote we dialled, whatever port the peer announces
+            # (libchirp re-keys by the announced port, PROTOCOL.md 1.2 / sharp edge 11).
+            remote = conn.outgoing_remote
+            remote.connecting = False
+        else:
+            remote = self._get_remote((conn.peer_address, handshake.port))
+        if remote.closed:
+            remote = self._get_remote(remote.key)
+        remote.attach(conn)
+        return remote
+
+    def _on_connection_closed(self, conn: Connection, cause: ChirpError) -> None:
+        self._connections.discard(conn)
+        self._frames_in += conn.frames_in
+        self._frames_out += conn.frames_out
+        self._bytes_in += conn.bytes_in
+        self._bytes_out += conn.bytes_out
+        self._peak_slots = max(self._peak_slots, conn.slots.peak)
+        if not isinstance(cause, ShutdownError):
+            self._count_error(cause, f"{conn.peer_address}:{conn.peer_port}")
+        else:
+            logger.debug("%r closed: %s", conn, cause)
+        remote = conn.remote
+        if remote is None and conn.outgoing_remote is not None:
+            remote = conn.outgoing_remote
+            remote.connecting = False
+        if remote is None:
+            return
+        remote.on_connection_closed(conn, lost_error(cause), conn.writing)
+        self._on_remote_failure(remote, cause)
+
+    def _on_remote_failure(self, remote: Remote, cause: ChirpError) -> None:
+        """Debounce reconnects (7.5); queued messages stay until their own deadline (our fix of 7.4)."""
+        remote.last_error = cause
+        remote.expire_queued(trio.current_time(), lambda out: self._queued_timeout(remote, out))
+        if remote.closed or self._closing:
+            return
+        remote.blocked = True
+        self._blocked.add(remote)
+        if not self._debouncing:
+            self._debouncing = True
+            self._nursery.start_soon(self._debounce)
+
+    async def _debounce(self) -> None:
+        await trio.sleep(DEBOUNCE_BASE + self._rng.uniform(0.0, DEBOUNCE_JITTER))
+        self._debouncing = False
+        blocked, self._blocked = self._blocked, set()
+        for remote in blocked:
+            remote.blocked = False
+            remote.kick()
+
+    def _on_async_lost(self, remote: Remote, out: Outgoing, error: ChirpError) -> None:
+        self._lost += 1
+        logger.warning(
+            "asynchronous message %s to %s:%d was accepted but not written: %s",
+            out.identity.hex(),
+            remote.address,
+            remote.port,
+            error,
+        )
+
+    def _count_error(self, error: BaseException, peer: str) -> None:
+        self._errors[type(error).__name__] += 1
+        logger.warning("connection with %s failed: %r", peer, error)
+
+    def _deliver(self, message: Message) -> None:
+        try:
+            self._incoming_send.send_nowait(message)
+        except trio.ClosedResourceError:
+            message.release(ack=False)
+
+    # --- garbage collection -------------------------------------------------------------
+    async def _collect_garbage(self) -> None:
+        reuse = self.config.effective_reuse_time
+        while True:
+            await trio.sleep(self._rng.uniform(reuse / 2, reuse))
+            self._collect(trio.current_time())
+
+    def _collect(self, now: float) -> None:
+        """Close old connections and forget remotes idle for longer than R (7.6)."""
+        reuse = self.config.effective_reuse_time
+        for remote in list(self._remotes.values()):
+            for conn in list(remote.old):
+                if now - conn.last_activity > reuse:
+                    conn.close(ShutdownError(f"{conn} replaced and idle for more than {reuse}s"))
+            if remote.blocked or remote.connecting or remote.in_flight is not None:
+                continue
+            if now - remote.last_activity > reuse:
+                del self._remotes[remote.key]
+                remote.close()
+                if remote.current is not None:
+                    remote.current.close(ShutdownError(f"{remote.current} idle for more than {reuse}s"))
+
+    # --- public API ----------------------------------------------------------------------
+    async def send(self, message: Message, *, synchronous: bool | None = None) -> None:
+        """Send ``message`` to ``(message.address, message.port)``.
+
+        Synchronous (the node's default unless overridden): returns when the receiving
+        application released the message with an ACK. Asynchronous: returns when the
+        message is accepted for sending (see ``flush()``). Waits for room when the
+        remote's queue is full. Deadline: the sooner of the caller's cancel scope and
+        ``config.timeout`` from now; the latter raises ``ChirpTimeoutError``.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._closing:
+            raise ShutdownError(f"{self} is closed")
+        key = _destination(message)
+        check_frame_lengths(len(message.header), len(message.data))
+        if self._needs_tls(key[0]):
+            raise self._tls_error(key[0])
+        if message._in_use:
+            raise MessageInUseError(f"{message!r} is already being sent")
+        sync = self.config.synchronous if synchronous is None else synchronous
+        deadline = trio.current_time() + self.config.timeout
+        out = Outgoing(message, sync, deadline)
+        remote = self._get_remote(key)
+        message._in_use = True
+        try:
+            with trio.move_on_at(deadline):
+                while not remote.has_room() or remote.closed:
+                    if not remote.closed:
+                        await remote.room_lot.park()
+                    if self._closing:
+                        raise ShutdownError(f"{self} closed while {message!r} waited for queue room")
+                    remote = self._get_remote(key)
+                remote.enqueue(out)
+                if not sync:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return
+                await out.wait()
+        except BaseException:
+            self._abandon(remote, out, None)
+            raise
+        finally:
+            message._in_use = False
+        if out.state is OutgoingState.DONE or out.state is OutgoingState.WITHDRAWN:
+            if out.error is not None:
+                raise out.error
+            return
+        error = self._send_timeout(remote, out)
+        self._abandon(remote, out, error)
+        raise error
+
+    def _abandon(self, remote: Remote, out: Outgoing, error: ChirpError | None) -> None:
+        """The caller left: a queued message is withdrawn, one on the wire keeps its place."""
+        if out.state is OutgoingState.QUEUED:
+            remote.withdraw(out, error or ShutdownError("the sender was cancelled"))
+            remote.kick()
+        elif out.state is not OutgoingState.DONE:
+            out.abandoned = True
+
+    def _queued_timeout(self, remote: Remote, out: Outgoing) -> ChirpError:
+        return self._send_timeout(remote, out)
+
+    def _send_timeout(self, remote: Remote, out: Outgoing) -> ChirpTimeoutError:
+        where = f"{remote.address}:{remote.port}"
+        timeout = self.config.timeout
+        if out.state is OutgoingState.QUEUED:
+            if remote.current is None:
+                last = remote.last_error
+                detail = f"; last attempt: {last}" if last is not None else ""
+                error = ChirpTimeoutError(
+                    f"send to {where} timed out after {timeout}s still connecting{detail}"
+                )
+                error.__cause__ = last
+                return error
+            return ChirpTimeoutError(
+                f"send to {where} timed out after {timeout}s still queued ({remote.queued} queued,"
+                f" {'one' if remote.in_flight else 'none'} in flight)"
+            )
+        if out.state is OutgoingState.WRITING:
+            return ChirpTimeoutError(f"send to {where} timed out after {timeout}s while being written")
+        return ChirpTimeoutError(f"send to {where}: no ACK within timeout={timeout}s")
+
+    async def receive(self) -> Message:
+        """The next received message; it holds a slot until ``release()``.
+
+        Raises ``ShutdownError`` once the node is closed.
+        """
+        try:
+            return await self._incoming_recv.receive()
+        except (trio.ClosedResourceError, trio.EndOfChannel):
+            raise ShutdownError(f"{self} is closed") from None
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.receive()
+        except ShutdownError:
+            raise StopAsyncIteration from None
+
+    async def flush(self, address: str, port: int) -> None:
+        """Wait until every asynchronous message accepted for this peer is written.
+
+        Raises ``ConnectionLostError`` if any accepted since the last ``flush()`` was not
+        (its ``__cause__`` is the first failure); each such message was also logged.
+        """
+        key = normalize_address(address), port
+        remote = self._remotes.get(key)
+        if remote is None:
+            await trio.lowlevel.checkpoint()
+            return
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while remote.unwritten_async:
+            await remote.flush_lot.park()
+        failures, remote.async_failures = remote.async_failures, []
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        if failures:
+            error = ConnectionLostError(
+                f"{len(failures)} asynchronous message(s) to {address}:{port} were not written;"
+                f" first: {failures[0]}"
+            )
+            raise error from failures[0]
+
+    def statistics(self) -> NodeStats:
+        remotes: list[RemoteStats] = []
+        conns_by_remote: Counter[RemoteKey] = Counter()
+        slots_by_remote: Counter[RemoteKey] = Counter()
+        for conn in self._connections:
+            if conn.remote is not None:
+                conns_by_remote[conn.remote.key] += 1
+                slots_by_remote[conn.remote.key] += conn.slots.in_use
+        for key, remote in self._remotes.items():
+            remotes.append(
+                RemoteStats(
+                    address=remote.address,
+                    port=remote.port,
+                    connections=conns_by_remote[key],
+                    connected=remote.current is not None,
+                    queued=remote.queued,
+                    in_flight=int(remote.in_flight is not None),
+                    unwritten_async=remote.unwritten_async,
+                    reconnect_blocked=remote.blocked,
+                    slots_in_use=slots_by_remote[key],
+                )
+            )
+        conns = self._connections
+        return NodeStats(
+            port=self.port,
+            connections=len(conns),
+            remotes=tuple(remotes),
+            slots_in_use=sum(c.slots.in_use for c in conns),
+            slots_peak=max([self._peak_slots, *(c.slots.peak for c in conns)]),
+            queued=sum(r.queued for r in self._remotes.values()),
+            in_flight=sum(r.in_flight is not None for r in self._remotes.values()),
+            undelivered=self._incoming_recv.statistics().current_buffer_used,
+            frames_in=self._frames_in + sum(c.frames_in for c in conns),
+            frames_out=self._frames_out + sum(c.frames_out for c in conns),
+            bytes_in=self._bytes_in + sum(c.bytes_in for c in conns),
+            bytes_out=self._bytes_out + sum(c.bytes_out for c in conns),
+            messages_lost=self._lost,
+            errors=dict(self._errors),
+        )
+
+    async def aclose(self) -> None:
+        """Close the node (PROTOCOL.md 7.4 "abort all", with a grace period for ACKs).
+
+        Stops accepting, fails queued messages with ``ShutdownError``, waits (shielded,
+        at most ``config.timeout``) for ACKs of written synchronous messages, then closes
+        every connection. Messages the application did not release are never ACKed.
+        Closing twice is harmless.
+        """
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        with trio.CancelScope(shield=True):
+            self._listen_scope.cancel()
+            for remote in self._remotes.values():
+                remote.fail_all_queued(lambda: ShutdownError(f"{self} is closing"))
+            with trio.move_on_after(self.config.timeout):
+                for remote in list(self._remotes.values()):
+                    while remote.in_flight is not None and remote.current is not None:
+                        await remote.ack_lot.park()
+            for remote in self._remotes.values():
+                remote.close()
+            for conn in list(self._connections):
+                conn.close(ShutdownError(f"{self} is closing"))
+            self._incoming_send.close()
+            while True:
+                try:
+                    message = self._incoming_recv.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                message.release(ack=False)
+            self._incoming_recv.close()
+            self._closed.set()
+
+
+def _single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside nested single-member groups, if that is all there is."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
+
+
+@asynccontextmanager
+async def open_chirp(
+    config: Config | None = None,
+    *,
+    transport: Transport | None = None,
+    rng: random.Random | None = None,
+) -> AsyncIterator[Chirp]:
+    """Run a node for the duration of the ``async with`` block.
+
+    ``transport`` replaces TCP (e.g. ``trio_chirp.testing.MemoryNetwork().host(ip)``);
+    ``rng`` drives every random choice (initial serials, debounce, GC jitter) so tests
+    can assert exact virtual times. Exceptions from the block propagate unwrapped.
+    """
+    config = config or Config()
+    _check_certificate_files(config)
+    unwrapped: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            chirp = Chirp(config, transport or TCPTransport(), rng or random.Random(), nursery)
+            await chirp._start()
+            try:
+                yield chirp
+            finally:
+                await chirp.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        unwrapped = _single_exception(group)
+        if unwrapped is None:
+            raise
+    if unwrapped is not None:
+        raise unwrapped
+
+
+async def serve_chirp(
+    config: Config | None = None,
+    *,
+    transport: Transport | None = None,
+    rng: random.Random | None = None,
+    task_status: trio.TaskStatus[Chirp] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a node until cancelled; for ``chirp = await nursery.start(serve_chirp, config)``."""
+    async with open_chirp(config, transport=transport, rng=rng) as chirp:
+        task_status.started(chirp)
+        await trio.sleep_forever()

@@ -1,0 +1,340 @@
+"""One peer node, as (address, announced port): its queues, its message in flight, its connections.
+
+The remote is where sending is decided (PROTOCOL.md 7.1): a bounded FIFO of data
+messages, a FIFO of control frames (ACK, NOOP) that overtake data, at most one
+synchronous message waiting for its ACK, the serial counter, the current connection
+(the only one written on) and old ones (still read until collected).
+
+Connections pull work from here (``take_batch``) instead of the remote pushing into
+them, so a remote never blocks on a connection and a connection never blocks on
+anything but its own stream.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from ._errors import ChirpError, ChirpTimeoutError, ConnectionLostError, ShutdownError
+from ._message import Message
+from ._protocol import TYPE_ACK, TYPE_NOOP, TYPE_REQ_ACK, ZERO_IDENTITY
+from ._protocol.constants import FRAME_HEAD_STRUCT, MAX_SERIAL
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+__all__ = ["Outgoing", "OutgoingState", "Remote", "RemoteKey"]
+
+logger = logging.getLogger("trio_chirp.remote")
+
+RemoteKey = tuple[str, int]
+
+COALESCE_BYTES: Final = 256 * 1024
+"""The writer joins queued frames into one write up to about this many bytes."""
+
+_pack_head = FRAME_HEAD_STRUCT.pack
+
+
+class OutgoingState(enum.Enum):
+    QUEUED = "queued"
+    WRITING = "writing"
+    AWAITING_ACK = "awaiting ACK"
+    DONE = "done"
+    WITHDRAWN = "withdrawn"
+
+
+class Outgoing:
+    """One accepted ``send()``: the payload captured at submission and how it ended."""
+
+    __slots__ = (
+        "abandoned",
+        "connection",
+        "data",
+        "deadline",
+        "error",
+        "header",
+        "identity",
+        "message",
+        "state",
+        "synchronous",
+        "waiter",
+    )
+
+    def __init__(self, message: Message, synchronous: bool, deadline: float) -> None:
+        self.message = message
+        # Captured now: the caller may mutate the message once send() returned.
+        self.identity = message.identity
+        self.header = message.header
+        self.data = message.data
+        self.synchronous = synchronous
+        self.deadline = deadline
+        self.state = OutgoingState.QUEUED
+        self.error: ChirpError | None = None
+        self.connection: Connection | None = None
+        self.waiter: trio.Event | None = None
+        self.abandoned = False
+
+    def finish(self, error: ChirpError | None) -> None:
+        if self.state is OutgoingState.DONE:
+            return
+        self.state = OutgoingState.DONE
+        self.error = error
+        if self.waiter is not None:
+            self.waiter.set()
+
+    async def wait(self) -> None:
+        if self.state is OutgoingState.DONE:
+            await trio.lowlevel.checkpoint()
+            return
+        if self.waiter is None:
+            self.waiter = trio.Event()
+        await self.waiter.wait()
+
+
+class Remote:
+    """Sending state for one peer node; owned by the node, used by connections."""
+
+    def __init__(
+        self,
+        key: RemoteKey,
+        *,
+        serial: int,
+        queue_size: int,
+        noop_threshold: float,
+        on_needs_connection: Callable[[Remote], None],
+        on_lost: Callable[[Remote, Outgoing, ChirpError], None],
+    ) -> None:
+        self.key = key
+        self.address, self.port = key
+        self._serial = serial
+        self._queue_size = queue_size
+        self._noop_threshold = noop_threshold
+        self._on_needs_connection = on_needs_connection
+        self._on_lost = on_lost
+        self.queue: deque[Outgoing] = deque()
+        self.queued = 0  # entries in ``queue`` not withdrawn
+        self.control: deque[bytes] = deque()  # identities to ACK; ZERO_IDENTITY + NOOP marker
+        self._noop_pending = False
+        self.in_flight: Outgoing | None = None
+        self.current: Connection | None = None
+        self.old: set[Connection] = set()
+        self.last_activity = trio.current_time()
+        self.blocked = False
+        self.connecting = False
+        self.closed = False
+        self.last_error: ChirpError | None = None
+        self.unwritten_async = 0  # async messages accepted and not yet written or failed
+        self.async_failures: list[ChirpError] = []
+        self.writer_lot = trio.lowlevel.ParkingLot()  # writers wait here for work
+        self.room_lot = trio.lowlevel.ParkingLot()  # senders wait here for queue room
+        self.flush_lot = trio.lowlevel.ParkingLot()  # flush() waits here
+        self.ack_lot = trio.lowlevel.ParkingLot()  # node shutdown waits for in-flight ACKs
+
+    def __repr__(self) -> str:
+        return f"<Remote {self.address}:{self.port}>"
+
+    # --- submitting ---------------------------------------------------------------------
+    def has_room(self) -> bool:
+        return self.queued < self._queue_size
+
+    def enqueue(self, out: Outgoing) -> None:
+        """Append an accepted message; the caller has checked for room."""
+        self._maybe_probe()
+        self.queue.append(out)
+        self.queued += 1
+        if not out.synchronous:
+            self.unwritten_async += 1
+        self.kick()
+
+    def queue_ack(self, identity: bytes) -> None:
+        self._maybe_probe()
+        self.control.append(identity)
+        self.kick()
+
+    def _maybe_probe(self) -> None:
+        """Put a NOOP first when idle long enough that the peer may be collecting us (7.2)."""
+        if not self._noop_pending and trio.current_time() - self.last_activity > self._noop_threshold:
+            self._noop_pending = True
+            self.control.append(ZERO_IDENTITY)
+
+    def kick(self) -> None:
+        """Something changed: wake the writer, or ask the node for a connection."""
+        if self.current is not None:
+            self.writer_lot.unpark_all()
+        elif not self.blocked and not self.connecting and not self.closed and (self.queued or self.control):
+            self._on_needs_connection(self)
+
+    def withdraw(self, out: Outgoing, error: ChirpError) -> None:
+        """Take a still-queued message back (its deadline passed or its caller left)."""
+        if out.state is not OutgoingState.QUEUED:
+            return
+        out.state = OutgoingState.WITHDRAWN
+        self.queued -= 1
+        self.room_lot.unpark()
+        out.error = error
+        if not out.synchronous:
+            self._async_lost(out, error)
+        if out.waiter is not None:
+            out.waiter.set()
+
+    def expire_queued(self, now: float, describe: Callable[[Outgoing], ChirpError]) -> None:
+        """Withdraw every queued message whose own deadline has passed."""
+        for out in list(self.queue):
+            if out.state is OutgoingState.QUEUED and out.deadline <= now:
+                self.withdraw(out, describe(out))
+        self._compact()
+
+    def _compact(self) -> None:
+        queue = self.queue
+        while queue and queue[0].state is not OutgoingState.QUEUED:
+            queue.popleft()
+
+    def _async_lost(self, out: Outgoing, error: ChirpError) -> None:
+        self.unwritten_async -= 1
+        self.async_failures.append(error)
+        self._on_lost(self, out, error)
+        if not self.unwritten_async:
+            self.flush_lot.unpark_all()
+
+    # --- writing (called by the current connection's writer) ----------------------------
+    def next_serial(self) -> int:
+        serial = self._serial
+        self._serial = (serial + 1) & MAX_SERIAL
+        return serial
+
+    def take_batch(self, conn: Connection) -> tuple[list[bytes], list[Outgoing]] | None:
+        """Frames for one coalesced write: all control frames, then data in FIFO order.
+
+        A synchronous message becomes the one in flight and ends the batch; nothing
+        behind it is written until its ACK arrives (FIFO per remote).
+        """
+        if self.current is not conn:
+            return None
+        parts: list[bytes] = []
+        control = self.control
+        while control:
+            identity = control.popleft()
+            if identity is ZERO_IDENTITY:
+                self._noop_pending = False
+                parts.append(_pack_head(identity, self.next_serial(), 0, 0, TYPE_NOOP))
+            else:
+                parts.append(_pack_head(identity, self.next_serial(), 0, 0, TYPE_ACK))
+        outs: list[Outgoing] = []
+        queue = self.queue
+        size = 0
+        now = trio.current_time()
+        while queue and self.in_flight is None and size < COALESCE_BYTES:
+            out = queue.popleft()
+            if out.state is not OutgoingState.QUEUED:
+                continue
+            self.queued -= 1
+            self.room_lot.unpark()
+            if out.deadline <= now and not out.synchronous:
+                # Nobody waits on an async message; it expired in the queue.
+                out.state = OutgoingState.WITHDRAWN
+                self._async_lost(out, ChirpTimeoutError(f"message expired in the queue for {self}"))
+                continue
+            header, data = out.header, out.data
+            type_ = TYPE_REQ_ACK if out.synchronous else 0
+            out.message.serial = serial = self.next_serial()
+            parts.append(_pack_head(out.identity, serial, len(data), len(header), type_))
+            if header:
+                parts.append(header)
+            if data:
+                parts.append(data)
+            size += 27 + len(header) + len(data)
+            out.state = OutgoingState.WRITING
+            out.connection = conn
+            outs.append(out)
+            if out.synchronous:
+                self.in_flight = out
+        if not parts:
+            return None
+        return parts, outs
+
+    def on_written(self, conn: Connection, outs: list[Outgoing], ack_deadline: float) -> None:
+        self.last_activity = trio.current_time()
+        for out in outs:
+            if out.synchronous:
+                if out.state is OutgoingState.WRITING:
+                    out.state = OutgoingState.AWAITING_ACK
+                    conn.arm_ack_timer(ack_deadline)
+            else:
+                self.unwritten_async -= 1
+                out.finish(None)
+        if not self.unwritten_async:
+            self.flush_lot.unpark_all()
+
+    # --- receiving ----------------------------------------------------------------------
+    def on_ack(self, identity: bytes) -> bool:
+        """Match an ACK by identity only, as libchirp does; unknown ACKs are ignored."""
+        out = self.in_flight
+        if out is None or out.identity != identity:
+            return False
+        self.in_flight = None
+        if out.connection is not None:
+            out.connection.disarm_ack_timer()
+        out.finish(None)
+        self.ack_lot.unpark_all()
+        self.kick()
+        return True
+
+    # --- connections --------------------------------------------------------------------
+    def attach(self, conn: Connection) -> None:
+        """The connection whose handshake came last becomes current (2.5)."""
+        previous = self.current
+        if previous is not None and previous is not conn:
+            self.old.add(previous)
+        self.old.discard(conn)
+        self.current = conn
+        self.last_activity = trio.current_time()
+        self.writer_lot.unpark_all()
+
+    def on_connection_closed(self, conn: Connection, cause: ChirpError, written: list[Outgoing]) -> None:
+        """Fail what this connection carried; queued messages stay for the next connection."""
+        self.old.discard(conn)
+        if self.current is conn:
+            self.current = None
+            self.control.clear()  # ACKs for this link die with it (PROTOCOL.md 5.3)
+            self._noop_pending = False
+        out = self.in_flight
+        if out is not None and out.connection is conn:
+            self.in_flight = None
+            out.finish(cause)
+            self.ack_lot.unpark_all()
+        for out in written:
+            if out.state is OutgoingState.WRITING:
+                if out.synchronous:
+                    out.finish(cause)
+                else:
+                    out.state = OutgoingState.DONE
+                    self._async_lost(out, cause)
+
+    def fail_all_queued(self, error_factory: Callable[[], ChirpError]) -> None:
+        for out in list(self.queue):
+            if out.state is OutgoingState.QUEUED:
+                self.withdraw(out, error_factory())
+        self.queue.clear()
+        self.room_lot.unpark_all()
+
+    def close(self) -> None:
+        """Forget this remote (GC or node shutdown): nothing more may be queued."""
+        self.closed = True
+        self.fail_all_queued(lambda: ShutdownError(f"{self} is closing"))
+        self.room_lot.unpark_all()
+        self.flush_lot.unpark_all()
+        self.ack_lot.unpark_all()
+
+
+def lost_error(cause: BaseException) -> ChirpError:
+    """The error a message carried by a failed connection reports."""
+    if isinstance(cause, ChirpError):
+        return cause
+    error = ConnectionLostError(f"connection lost: {cause!r}")
+    error.__cause__ = cause
+    return error

@@ -1,0 +1,49 @@
+"""Stream factories: how a node gets byte streams, so TCP can be swapped for anything.
+
+The node never opens sockets itself. It asks a ``Transport`` to listen (reporting each
+accepted stream with the peer's IP address) and to connect to ``(address, port)``. TCP
+lives in ``_tcp.py``; ``trio_chirp.testing`` provides an in-memory network of
+IP-addressed hosts that runs the same node code under ``MockClock``; TLS wraps either.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import trio
+
+__all__ = ["AcceptHandler", "Transport"]
+
+AcceptHandler = Callable[[trio.abc.Stream, str], None]
+"""Called synchronously for each accepted stream with the peer's IP address (text)."""
+
+
+class Transport(ABC):
+    """Where a node's streams come from."""
+
+    @abstractmethod
+    async def connect(self, address: str, port: int) -> trio.abc.Stream:
+        """Open a stream to ``address`` (an IP literal) and ``port``.
+
+        Raises ``OSError`` when the connection cannot be made; may block until the
+        caller's cancel scope expires (the node applies the connect timeout).
+        """
+
+    @abstractmethod
+    async def serve(
+        self,
+        *,
+        port: int,
+        bind_v4: str | None,
+        bind_v6: str | None,
+        backlog: int,
+        on_accept: AcceptHandler,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen until cancelled; report the bound port with ``task_status.started(port)``.
+
+        ``port=0`` means: pick one port that is free on every requested address family.
+        Accepted streams are handed to ``on_accept``, which takes ownership of them.
+        Raises ``OSError`` before ``started()`` when the port cannot be bound.
+        """
