@@ -159,11 +159,20 @@ class Connection:
         bufsize = self.config.effective_buffer_size
         deliver = self.node._deliver
         release = self._release
-        head: FrameHead | None = None
+        timeout = self.config.timeout
         while True:
             event = parser.next_event()
             if event is NEED_DATA:
-                data = await receive_some(bufsize)
+                if parser.mid_frame:
+                    # A peer that stops in the middle of a frame must not hold the
+                    # connection (and a slot) for ever: the rest must keep coming.
+                    data = None
+                    with trio.move_on_after(timeout):
+                        data = await receive_some(bufsize)
+                    if data is None:
+                        raise ChirpTimeoutError(f"{self}: peer stalled mid-frame for timeout={timeout}s")
+                else:
+                    data = await receive_some(bufsize)
                 if not data:
                     raise ConnectionLostError(f"{self} closed by the peer")
                 self.bytes_in += len(data)
@@ -174,7 +183,6 @@ class Connection:
                 assert isinstance(event, FrameHead)
                 self.frames_in += 1
                 if event.is_message:
-                    head = event
                     await self.slots.acquire()
                 elif event.is_noop:
                     now = trio.current_time()

@@ -91,6 +91,11 @@ class FrameParser:
         return len(self._chunk) - self._pos + sum(len(p) for p in self._parts) + len(self._header)
 
     @property
+    def mid_frame(self) -> bool:
+        """True when part of a frame has arrived and the rest is awaited (a stall detector's cue)."""
+        return self._state in (_HEADER, _DATA) or bool(self._parts)
+
+    @property
     def paused(self) -> bool:
         """True between a data frame's head and the next call to :meth:`next_event`."""
         return self._state == _PAUSED
