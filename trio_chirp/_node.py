@@ -188,6 +188,7 @@ class Chirp:
                     f" timeout ({self.config.connect_timeout}s)"
                 )
             remote.connecting = False
+            self._count_error(error, f"{remote.address}:{remote.port}")
             self._on_remote_failure(remote, error)
             return
         conn = Connection(
@@ -263,7 +264,9 @@ class Chirp:
 
     def _count_error(self, error: BaseException, peer: str) -> None:
         self._errors[type(error).__name__] += 1
-        logger.warning("connection with %s failed: %r", peer, error)
+        # A peer closing its end is routine (libchirp never says goodbye); the rest is not.
+        level = logging.INFO if isinstance(error, ConnectionLostError) else logging.WARNING
+        logger.log(level, "connection with %s failed: %r", peer, error)
 
     def _deliver(self, message: Message) -> None:
         try:
