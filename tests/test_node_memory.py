@@ -355,18 +355,21 @@ async def test_per_message_mode_override(autojump_clock: trio.abc.Clock) -> None
 
 async def test_release_without_ack_fails_the_sync_sender(autojump_clock: trio.abc.Clock) -> None:
     net = MemoryNetwork()
-    async with node(net, A, synchronous=False) as a, node(net, B, timeout=1.0) as b:
-        async with trio.open_nursery() as nursery:
+    async with (
+        node(net, A, synchronous=False) as a,
+        node(net, B, timeout=1.0) as b,
+        trio.open_nursery() as nursery,
+    ):
 
-            async def send_and_expect_timeout() -> None:
-                with pytest.raises(ChirpTimeoutError):
-                    await b.send(to(A))
+        async def send_and_expect_timeout() -> None:
+            with pytest.raises(ChirpTimeoutError):
+                await b.send(to(A))
 
-            nursery.start_soon(send_and_expect_timeout)
-            msg = await a.receive()
-            msg.release(ack=False)
-            msg.release()  # idempotent: no late ACK either
-            assert not msg.has_slot
+        nursery.start_soon(send_and_expect_timeout)
+        msg = await a.receive()
+        msg.release(ack=False)
+        msg.release()  # idempotent: no late ACK either
+        assert not msg.has_slot
 
 
 async def test_close_fails_queued_waits_for_acks_and_never_acks_unreleased(
@@ -416,8 +419,6 @@ async def test_close_fails_queued_waits_for_acks_and_never_acks_unreleased(
 
 
 async def test_garbage_collected_message_frees_its_slot_and_warns(autojump_clock: trio.abc.Clock) -> None:
-    import gc
-
     net = MemoryNetwork()
     async with node(net, A, synchronous=False, max_slots=1) as a, node(net, B, synchronous=False) as b:
         await b.send(to(A, b"dropped"))
@@ -426,8 +427,7 @@ async def test_garbage_collected_message_frees_its_slot_and_warns(autojump_clock
         assert a.statistics().slots_in_use == 1
         await trio.lowlevel.checkpoint()  # trio's hand-over record lets go of the message
         with pytest.warns(ResourceWarning, match="without release"):
-            del msg
-            gc.collect()
+            del msg  # the last reference: collected at once
         # The slot was handed straight to the reader, which now holds "next" in it.
         with trio.fail_after(1):
             nxt = await a.receive()
@@ -437,18 +437,21 @@ async def test_garbage_collected_message_frees_its_slot_and_warns(autojump_clock
 
 async def test_received_message_fields(autojump_clock: trio.abc.Clock) -> None:
     net = MemoryNetwork()
-    async with node(net, A, synchronous=False) as a, node(net, B, port=3001) as b:
-        async with trio.open_nursery() as nursery:
-            sent = to(A, b"data")
-            sent.header = bytearray(b"hdr")
-            nursery.start_soon(b.send, sent)
-            msg = await a.receive()
-            assert (msg.address, msg.port, msg.remote_identity) == (B, 3001, b.identity)
-            assert (msg.identity, msg.header, msg.data) == (sent.identity, b"hdr", b"data")
-            assert msg.serial == sent.serial
-            assert msg.has_slot
-            msg.release()
-            assert not msg.has_slot
+    async with (
+        node(net, A, synchronous=False) as a,
+        node(net, B, port=3001) as b,
+        trio.open_nursery() as nursery,
+    ):
+        sent = to(A, b"data")
+        sent.header = bytearray(b"hdr")
+        nursery.start_soon(b.send, sent)
+        msg = await a.receive()
+        assert (msg.address, msg.port, msg.remote_identity) == (B, 3001, b.identity)
+        assert (msg.identity, msg.header, msg.data) == (sent.identity, b"hdr", b"data")
+        assert msg.serial == sent.serial
+        assert msg.has_slot
+        msg.release()
+        assert not msg.has_slot
 
 
 async def test_events_are_consistent_for_parser_use() -> None:
