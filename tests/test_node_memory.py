@@ -3,105 +3,20 @@
 from __future__ import annotations
 
 import functools
-import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from memnet_helpers import PORT, A, B, C, FakePeer, node, to
 
 from trio_chirp import (
-    Chirp,
     ChirpTimeoutError,
-    Config,
     ConnectionLostError,
     Message,
     ShutdownError,
-    open_chirp,
 )
 from trio_chirp._protocol import NEED_DATA, DataFrame, FrameHead, FrameParser, Handshake, encode_handshake
-from trio_chirp.testing import MemoryNetwork, MemoryStream
-
-A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"
-PORT = 2998
-
-
-class LowRandom(random.Random):
-    """Every ``uniform(a, b)`` draws ``a``: debounce is 50 ms, GC ticks every R/2."""
-
-    def uniform(self, a: float, b: float) -> float:
-        return a
-
-
-@asynccontextmanager
-async def node(net: MemoryNetwork, ip: str, **settings: Any) -> AsyncIterator[Chirp]:
-    settings.setdefault("port", PORT)
-    config = Config(disable_encryption=True, **settings)
-    async with open_chirp(config, transport=net.host(ip), rng=LowRandom(7)) as chirp:
-        yield chirp
-
-
-def to(chirp_or_ip: Chirp | str, data: bytes = b"x", port: int = PORT) -> Message:
-    ip = chirp_or_ip if isinstance(chirp_or_ip, str) else "?"
-    return Message(data, address=ip, port=port)
-
-
-class FakePeer:
-    """A raw peer on the memory network: records decoded frames, answers as told."""
-
-    def __init__(self, net: MemoryNetwork, ip: str, port: int = PORT) -> None:
-        self.net, self.ip, self.port = net, ip, port
-        self.streams: list[MemoryStream] = []
-        self.events: list[tuple[float, object]] = []
-        self.accepted = trio.Event()
-        self.send_handshake = True
-        self.nursery: trio.Nursery | None = None
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self.nursery = nursery
-            await nursery.start(self._serve)
-            task_status.started()
-
-    async def _serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        await self.net.host(self.ip).serve(
-            port=self.port,
-            bind_v4="0.0.0.0",
-            bind_v6=None,
-            backlog=8,
-            on_accept=self._on_accept,
-            task_status=task_status,
-        )
-
-    def _on_accept(self, stream: trio.abc.Stream, peer: str) -> None:
-        assert isinstance(stream, MemoryStream)
-        self.streams.append(stream)
-        self.accepted.set()
-        assert self.nursery is not None
-        self.nursery.start_soon(self._read, stream)
-
-    async def _read(self, stream: MemoryStream) -> None:
-        if self.send_handshake:
-            await stream.send_all(encode_handshake(self.port, b"\xee" * 16))
-        parser = FrameParser(2**32)
-        while True:
-            event = parser.next_event()
-            if event is NEED_DATA:
-                try:
-                    data = await stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
-                if not data:
-                    self.events.append((trio.current_time(), "EOF"))
-                    return
-                parser.receive_data(data)
-                continue
-            self.events.append((trio.current_time(), event))
-
-    def frames(self) -> list[FrameHead]:
-        return [e for _, e in self.events if isinstance(e, FrameHead)]
+from trio_chirp.testing import MemoryNetwork
 
 
 async def test_sync_send_times_out_exactly_at_timeout_when_never_acked(
@@ -136,9 +51,7 @@ async def test_connect_timeout_and_still_connecting_error(autojump_clock: trio.a
                 await a.send(to(B))
             assert trio.current_time() - start == pytest.approx(1.5)
             await peer.accepted.wait()
-            while not peer.events or peer.events[-1][1] != "EOF":
-                await trio.testing.wait_all_tasks_blocked()
-                await trio.sleep(0.1)
+            await peer.eof.wait()
             # The connect timer: min(2 * timeout, 60) from the dial.
             assert peer.events[-1][0] - start == pytest.approx(3.0)
             assert a.statistics().errors == {"ChirpTimeoutError": 1}
