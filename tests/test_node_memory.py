@@ -11,9 +11,12 @@ from memnet_helpers import PORT, A, B, C, FakePeer, node, to
 
 from trio_chirp import (
     ChirpTimeoutError,
+    Config,
     ConnectionLostError,
     Message,
     ShutdownError,
+    TLSError,
+    open_chirp,
 )
 from trio_chirp._protocol import NEED_DATA, DataFrame, FrameHead, FrameParser, Handshake, encode_handshake
 from trio_chirp.testing import MemoryNetwork
@@ -377,3 +380,66 @@ async def test_events_are_consistent_for_parser_use() -> None:
     while (event := parser.next_event()) is not NEED_DATA:
         kinds.append(type(event))
     assert kinds == [Handshake, FrameHead, DataFrame]
+
+
+async def test_send_queue_is_bounded(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    net.host(B)
+    net.black_hole(B)
+    async with node(net, A, synchronous=False, send_queue_size=2, timeout=1.0) as a:
+        await a.send(to(B, b"1"))
+        await a.send(to(B, b"2"))
+        assert a.statistics().queued == 2
+        start = trio.current_time()
+        with pytest.raises(ChirpTimeoutError, match="still connecting"):
+            await a.send(to(B, b"3"))  # waits for room that never comes
+        assert trio.current_time() - start == pytest.approx(1.0)
+        assert a.statistics().queued == 2
+
+
+async def test_ack_written_meanwhile_does_not_cancel_the_waiting_message_timer(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # libchirp's single per-connection send timer is restarted and stopped by an ACK
+    # write, so its waiting message loses its timeout (sharp edge 6). Ours keeps it.
+    net = MemoryNetwork()
+    async with node(net, A, timeout=1.0) as a, node(net, B, synchronous=False) as b:
+        async with trio.open_nursery() as nursery:
+
+            async def unacked() -> None:
+                start = trio.current_time()
+                with pytest.raises(ChirpTimeoutError, match="no ACK"):
+                    await a.send(to(B, b"held"))
+                assert trio.current_time() - start == pytest.approx(1.0)
+
+            nursery.start_soon(unacked)
+            held = await b.receive()  # never released in time
+            await trio.sleep(0.5)
+            nursery.start_soon(functools.partial(b.send, to(A, b"ping"), synchronous=True))
+            ping = await a.receive()
+            ping.release()  # A writes an ACK while its own message waits for one
+        held.release()
+
+
+async def test_non_local_peer_requires_tls(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    config = Config(port=PORT)  # encryption not disabled
+    async with open_chirp(config, transport=net.host(A)) as a:
+        with pytest.raises(TLSError, match="cert_chain_pem"):
+            await a.send(to(B))
+        # An incoming non-local connection is refused and counted.
+        stream = await net.host(B).connect(A, PORT)
+        assert await stream.receive_some(100) == b""
+        assert a.statistics().errors == {"TLSError": 1}
+
+
+async def test_configured_identity_is_used_whole(autojump_clock: trio.abc.Clock) -> None:
+    identity = bytes(range(1, 17))
+    net = MemoryNetwork()
+    async with node(net, A, synchronous=False) as a, node(net, B, identity=identity) as b:
+        assert b.identity == identity
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(b.send, to(A))
+            msg = await a.receive()
+            assert msg.remote_identity == identity
+            msg.release()

@@ -360,7 +360,7 @@ class Chirp:
     def _send_timeout(self, remote: Remote, out: Outgoing) -> ChirpTimeoutError:
         where = f"{remote.address}:{remote.port}"
         timeout = self.config.timeout
-        if out.state is OutgoingState.QUEUED:
+        if out.state is OutgoingState.QUEUED or out.state is OutgoingState.NEW:
             if remote.current is None:
                 last = remote.last_error
                 detail = f"; last attempt: {last}" if last is not None else ""

@@ -41,6 +41,7 @@ _pack_head = FRAME_HEAD_STRUCT.pack
 
 
 class OutgoingState(enum.Enum):
+    NEW = "waiting for queue room"
     QUEUED = "queued"
     WRITING = "writing"
     AWAITING_ACK = "awaiting ACK"
@@ -73,7 +74,7 @@ class Outgoing:
         self.data = message.data
         self.synchronous = synchronous
         self.deadline = deadline
-        self.state = OutgoingState.QUEUED
+        self.state = OutgoingState.NEW
         self.error: ChirpError | None = None
         self.connection: Connection | None = None
         self.waiter: trio.Event | None = None
@@ -145,6 +146,7 @@ class Remote:
     def enqueue(self, out: Outgoing) -> None:
         """Append an accepted message; the caller has checked for room."""
         self._maybe_probe()
+        out.state = OutgoingState.QUEUED
         self.queue.append(out)
         self.queued += 1
         if not out.synchronous:
