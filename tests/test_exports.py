@@ -1,0 +1,52 @@
+"""The public surface: every exported name resolves, nothing private leaks, classes are final."""
+
+from __future__ import annotations
+
+import typing
+
+import trio_chirp
+import trio_chirp.testing
+
+PUBLIC = {
+    "CannotConnectError",
+    "Chirp",
+    "ChirpError",
+    "ChirpTimeoutError",
+    "Config",
+    "ConnectionLostError",
+    "Message",
+    "MessageInUseError",
+    "MessageTooLargeError",
+    "NodeStats",
+    "ProtocolError",
+    "RemoteStats",
+    "ShutdownError",
+    "TLSError",
+    "Transport",
+    "open_chirp",
+    "serve_chirp",
+    "testing",  # the subpackage, once imported
+}
+
+
+def test_public_names_are_exactly_the_documented_ones() -> None:
+    names = {name for name in dir(trio_chirp) if not name.startswith("_")}
+    assert names == PUBLIC
+
+
+def test_public_classes_are_final_where_subclassing_makes_no_sense() -> None:
+    for cls in (trio_chirp.Chirp, trio_chirp.Config, trio_chirp.Message, trio_chirp.NodeStats):
+        assert getattr(cls, "__final__", False), cls
+
+
+def test_testing_exports() -> None:
+    expected = {"MemoryNetwork", "MemoryStream", "MemoryTransport", "StreamStats"}
+    assert set(trio_chirp.testing.__all__) == expected
+    assert issubclass(trio_chirp.testing.MemoryTransport, trio_chirp.Transport)
+
+
+def test_package_is_typed() -> None:
+    import importlib.resources
+
+    assert importlib.resources.files("trio_chirp").joinpath("py.typed").is_file()
+    assert typing.get_type_hints(trio_chirp.Chirp.send)["return"] is type(None)
