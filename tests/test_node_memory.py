@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+import random
 
 import pytest
 import trio
 import trio.testing
-from memnet_helpers import PORT, A, B, C, FakePeer, node, to
+from memnet_helpers import PORT, A, B, C, FakePeer, LowRandom, node, to
 
 from trio_chirp import (
     ChirpTimeoutError,
@@ -443,3 +444,35 @@ async def test_configured_identity_is_used_whole(autojump_clock: trio.abc.Clock)
             msg = await a.receive()
             assert msg.remote_identity == identity
             msg.release()
+
+
+async def test_peer_collecting_an_idle_connection_is_routine(autojump_clock: trio.abc.Clock) -> None:
+    # A peer's GC closing an idle connection is not a failure: not counted, and the next
+    # send reconnects at once instead of waiting out a reconnect debounce (which with a
+    # short timeout would make it fail, as libchirp's "block after every close" does).
+    class HighRandom(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            return b
+
+    net = MemoryNetwork()
+    quick_gc = Config(port=PORT, disable_encryption=True, synchronous=False, timeout=0.2, reuse_time=0.6)
+    slow_gc = Config(port=PORT, disable_encryption=True, timeout=0.2, reuse_time=30.0)
+    async with (
+        open_chirp(quick_gc, transport=net.host(A), rng=LowRandom()) as a,
+        open_chirp(slow_gc, transport=net.host(B), rng=HighRandom()) as b,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def consume() -> None:
+            async for msg in a:
+                msg.release()
+
+        nursery.start_soon(consume)
+        await b.send(to(A, b"first"))
+        await trio.sleep(1.0)  # A's GC ticks at 0.3, 0.6, 0.9: idle > 0.6 is collected at 0.9
+        assert b.statistics().connections == 0
+        start = trio.current_time()
+        await b.send(to(A, b"second"))
+        assert trio.current_time() == start
+        assert b.statistics().errors == {}
+        nursery.cancel_scope.cancel()

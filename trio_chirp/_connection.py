@@ -97,6 +97,7 @@ class Connection:
         self.peer_port: int | None = None
         self.slots = SlotPool(self.config.effective_slots)
         self.closed = False
+        self.peer_closed = False  # the peer ended the stream cleanly (EOF)
         self.failure: ChirpError | None = None
         self.writing: list[Outgoing] = []
         self.last_activity = trio.current_time()
@@ -174,6 +175,9 @@ class Connection:
                 else:
                     data = await receive_some(bufsize)
                 if not data:
+                    if parser.mid_frame:
+                        raise ConnectionLostError(f"{self} closed by the peer in the middle of a frame")
+                    self.peer_closed = True
                     raise ConnectionLostError(f"{self} closed by the peer")
                 self.bytes_in += len(data)
                 parser.receive_data(data)
@@ -240,11 +244,11 @@ class Connection:
             if batch is None:
                 await remote.writer_lot.park()
                 continue
-            parts, outs = batch
+            parts, outs, frames = batch
             self.writing = outs
             start = trio.current_time()
-            await self._write(parts, what=f"{len(parts)} frame part(s)")
-            self.frames_out += len(outs)
+            await self._write(parts, what=f"{frames} frame(s)")
+            self.frames_out += frames
             self.writing = []
             self.last_activity = trio.current_time()
             remote.on_written(self, outs, start + timeout)

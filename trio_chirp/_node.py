@@ -219,18 +219,30 @@ class Chirp:
         self._bytes_in += conn.bytes_in
         self._bytes_out += conn.bytes_out
         self._peak_slots = max(self._peak_slots, conn.slots.peak)
-        if not isinstance(cause, ShutdownError):
-            self._count_error(cause, f"{conn.peer_address}:{conn.peer_port}")
-        else:
-            logger.debug("%r closed: %s", conn, cause)
         remote = conn.remote
+        in_flight_here = (
+            remote is not None and remote.in_flight is not None and remote.in_flight.connection is conn
+        )
+        # Our own closes, and a peer closing an idle connection (its GC, or it stopped),
+        # are routine: not counted as errors and not debounced (libchirp debounces every
+        # close, which makes a short-timeout send right after a peer's GC fail).
+        routine = isinstance(cause, ShutdownError) or (
+            conn.peer_closed and remote is not None and not conn.writing and not in_flight_here
+        )
+        if routine:
+            logger.debug("%r closed: %s", conn, cause)
+        else:
+            self._count_error(cause, f"{conn.peer_address}:{conn.peer_port}")
         if remote is None and conn.outgoing_remote is not None:
             remote = conn.outgoing_remote
             remote.connecting = False
         if remote is None:
             return
         remote.on_connection_closed(conn, lost_error(cause), conn.writing)
-        self._on_remote_failure(remote, cause)
+        if routine:
+            remote.kick()
+        else:
+            self._on_remote_failure(remote, cause)
 
     def _on_remote_failure(self, remote: Remote, cause: ChirpError) -> None:
         """Debounce reconnects (7.5); queued messages stay until their own deadline (our fix of 7.4)."""

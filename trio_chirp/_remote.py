@@ -209,7 +209,7 @@ class Remote:
         self._serial = (serial + 1) & MAX_SERIAL
         return serial
 
-    def take_batch(self, conn: Connection) -> tuple[list[bytes], list[Outgoing]] | None:
+    def take_batch(self, conn: Connection) -> tuple[list[bytes], list[Outgoing], int] | None:
         """Frames for one coalesced write: all control frames, then data in FIFO order.
 
         A synchronous message becomes the one in flight and ends the batch; nothing
@@ -226,6 +226,7 @@ class Remote:
                 parts.append(_pack_head(identity, self.next_serial(), 0, 0, TYPE_NOOP))
             else:
                 parts.append(_pack_head(identity, self.next_serial(), 0, 0, TYPE_ACK))
+        control_frames = len(parts)
         outs: list[Outgoing] = []
         queue = self.queue
         size = 0
@@ -257,7 +258,7 @@ class Remote:
                 self.in_flight = out
         if not parts:
             return None
-        return parts, outs
+        return parts, outs, control_frames + len(outs)
 
     def on_written(self, conn: Connection, outs: list[Outgoing], ack_deadline: float) -> None:
         self.last_activity = trio.current_time()
