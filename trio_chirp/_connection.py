@@ -41,8 +41,9 @@ logger = logging.getLogger("trio_chirp.connection")
 CONTAINED_ERRORS: Final = (ChirpError, OSError, ssl.SSLError, trio.BrokenResourceError)
 """Failures that cost one connection and nothing else."""
 
-_DIRECT_WRITE: Final = 64 * 1024
-"""Payload parts at least this large are written as they are instead of being joined."""
+_DIRECT_WRITE: Final = 1024 * 1024
+"""Payload parts at least this large are written as they are instead of being joined
+(below it, one copy is cheaper than another system call and scheduler round)."""
 
 
 class SlotPool:
@@ -100,10 +101,13 @@ class Connection:
         self.peer_closed = False  # the peer ended the stream cleanly (EOF)
         self.failure: ChirpError | None = None
         self.writing: list[Outgoing] = []
+        self._writing_what = ""
         self.last_activity = trio.current_time()
         self.frames_in = self.frames_out = self.bytes_in = self.bytes_out = 0
         self._handshake_deadline = handshake_deadline
         self._ack_deadline = math.inf
+        self._write_deadline = math.inf
+        self._stall_deadline = math.inf
         self._timer_scope: trio.CancelScope | None = None
         self._nursery_scope: trio.CancelScope | None = None
         self._attached = trio.Event()
@@ -167,11 +171,10 @@ class Connection:
                 if parser.mid_frame:
                     # A peer that stops in the middle of a frame must not hold the
                     # connection (and a slot) for ever: the rest must keep coming.
-                    data = None
-                    with trio.move_on_after(timeout):
-                        data = await receive_some(bufsize)
-                    if data is None:
-                        raise ChirpTimeoutError(f"{self}: peer stalled mid-frame for timeout={timeout}s")
+                    self._stall_deadline = deadline = trio.current_time() + timeout
+                    self._arm(deadline)
+                    data = await receive_some(bufsize)
+                    self._stall_deadline = math.inf
                 else:
                     data = await receive_some(bufsize)
                 if not data:
@@ -221,7 +224,6 @@ class Connection:
                 self.peer_identity = event.identity
                 self.peer_port = event.port
                 self._handshake_deadline = math.inf
-                self._update_timer()
                 self.remote = self.node._on_handshake(self, event)
                 self._attached.set()
 
@@ -254,54 +256,70 @@ class Connection:
             remote.on_written(self, outs, start + timeout)
 
     async def _write(self, parts: list[bytes], *, what: str) -> None:
-        timeout = self.config.timeout
-        with trio.move_on_after(timeout) as scope:
-            send_all = self.stream.send_all
-            pending: list[bytes] = []
-            for part in parts:
-                if len(part) >= _DIRECT_WRITE:
-                    if pending:
-                        await send_all(b"".join(pending))
-                        pending.clear()
-                    await send_all(part)
-                else:
-                    pending.append(part)
-            if pending:
-                await send_all(b"".join(pending) if len(pending) > 1 else pending[0])
-        if scope.cancelled_caught:
-            raise ChirpTimeoutError(f"writing {what} to {self} took longer than timeout={timeout}s")
-        self.bytes_out += sum(len(p) for p in parts)
+        """Write whole frames; the timer closes the connection if it takes over ``timeout``."""
+        self._writing_what = what
+        self._write_deadline = deadline = trio.current_time() + self.config.timeout
+        self._arm(deadline)
+        send_all = self.stream.send_all
+        pending: list[bytes] = []
+        size = 0
+        for part in parts:
+            size += len(part)
+            if len(part) >= _DIRECT_WRITE:
+                if pending:
+                    await send_all(b"".join(pending))
+                    pending.clear()
+                await send_all(part)
+            else:
+                pending.append(part)
+        if pending:
+            await send_all(b"".join(pending) if len(pending) > 1 else pending[0])
+        self._write_deadline = math.inf
+        self.bytes_out += size
 
     # --- timer -------------------------------------------------------------------------
     async def _timer(self) -> None:
+        """Sleep until the earliest deadline; raise for the one that passed.
+
+        Deadlines are only ever moved *earlier* on the running scope (``_arm``); one that
+        was cleared meanwhile makes the timer wake early, find nothing due, and sleep
+        again. That keeps the per-message cost to a comparison.
+        """
         while True:
             with trio.CancelScope(deadline=self._deadline()) as scope:
                 self._timer_scope = scope
                 await trio.sleep_forever()
             self._timer_scope = None
             now = trio.current_time()
+            timeout = self.config.timeout
             if now >= self._handshake_deadline:
                 what = "connect" if self.outgoing else "handshake"
                 limit = (
                     self.config.connect_timeout if self.outgoing else self.config.effective_handshake_timeout
                 )
                 raise ChirpTimeoutError(f"{self}: no chirp handshake within the {what} timeout ({limit}s)")
+            if now >= self._write_deadline:
+                raise ChirpTimeoutError(
+                    f"writing {self._writing_what} to {self} took longer than timeout={timeout}s"
+                )
             if now >= self._ack_deadline:
                 raise ChirpTimeoutError(
-                    f"{self}: no ACK within timeout={self.config.timeout}s of writing a synchronous message"
+                    f"{self}: no ACK within timeout={timeout}s of writing a synchronous message"
                 )
+            if now >= self._stall_deadline:
+                raise ChirpTimeoutError(f"{self}: peer stalled mid-frame for timeout={timeout}s")
 
     def _deadline(self) -> float:
-        return min(self._handshake_deadline, self._ack_deadline)
+        return min(self._handshake_deadline, self._ack_deadline, self._write_deadline, self._stall_deadline)
 
-    def _update_timer(self) -> None:
-        if self._timer_scope is not None:
-            self._timer_scope.deadline = self._deadline()
+    def _arm(self, deadline: float) -> None:
+        scope = self._timer_scope
+        if scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline
 
     def arm_ack_timer(self, deadline: float) -> None:
         self._ack_deadline = deadline
-        self._update_timer()
+        self._arm(deadline)
 
     def disarm_ack_timer(self) -> None:
         self._ack_deadline = math.inf
-        self._update_timer()

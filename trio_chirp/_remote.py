@@ -167,7 +167,8 @@ class Remote:
     def kick(self) -> None:
         """Something changed: wake the writer, or ask the node for a connection."""
         if self.current is not None:
-            self.writer_lot.unpark_all()
+            if self.queued or self.control:
+                self.writer_lot.unpark_all()
         elif not self.blocked and not self.connecting and not self.closed and (self.queued or self.control):
             self._on_needs_connection(self)
 
@@ -230,13 +231,14 @@ class Remote:
         outs: list[Outgoing] = []
         queue = self.queue
         size = 0
+        taken = 0
         now = trio.current_time()
         while queue and self.in_flight is None and size < COALESCE_BYTES:
             out = queue.popleft()
             if out.state is not OutgoingState.QUEUED:
                 continue
             self.queued -= 1
-            self.room_lot.unpark()
+            taken += 1
             if out.deadline <= now and not out.synchronous:
                 # Nobody waits on an async message; it expired in the queue.
                 out.state = OutgoingState.WITHDRAWN
@@ -256,6 +258,8 @@ class Remote:
             outs.append(out)
             if out.synchronous:
                 self.in_flight = out
+        if taken:
+            self.room_lot.unpark(count=taken)
         if not parts:
             return None
         return parts, outs, control_frames + len(outs)
