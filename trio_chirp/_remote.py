@@ -151,12 +151,12 @@ class Remote:
         self.queued += 1
         if not out.synchronous:
             self.unwritten_async += 1
-        self.kick()
+        self.kick(urgent=out.synchronous)
 
     def queue_ack(self, identity: bytes) -> None:
         self._maybe_probe()
         self.control.append(identity)
-        self.kick()
+        self.kick(urgent=True)
 
     def _maybe_probe(self) -> None:
         """Put a NOOP first when idle long enough that the peer may be collecting us (7.2)."""
@@ -164,11 +164,20 @@ class Remote:
             self._noop_pending = True
             self.control.append(ZERO_IDENTITY)
 
-    def kick(self) -> None:
-        """Something changed: wake the writer, or ask the node for a connection."""
-        if self.current is not None:
+    def kick(self, *, urgent: bool = False) -> None:
+        """Something changed: wake the writer, or ask the node for a connection.
+
+        ``urgent`` work (an ACK, a synchronous message: someone waits on it) is written
+        at once from the calling task when the writer is idle; other work wakes the
+        writer, so a burst of asynchronous sends is coalesced into one write.
+        """
+        current = self.current
+        if current is not None:
             if self.queued or self.control:
-                self.writer_lot.unpark_all()
+                if urgent and current.writer_idle:
+                    current.write_now()
+                else:
+                    self.writer_lot.unpark_all()
         elif not self.blocked and not self.connecting and not self.closed and (self.queued or self.control):
             self._on_needs_connection(self)
 
@@ -288,7 +297,7 @@ class Remote:
             out.connection.disarm_ack_timer()
         out.finish(None)
         self.ack_lot.unpark_all()
-        self.kick()
+        self.kick(urgent=True)
         return True
 
     # --- connections --------------------------------------------------------------------

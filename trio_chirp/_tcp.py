@@ -1,48 +1,100 @@
-"""The default transport: plain TCP on IPv4 and IPv6 (TLS wraps this one)."""
+"""The default transport: plain TCP on IPv4 and IPv6 (TLS wraps this one).
+
+Sockets are created with the standard library and handed to trio, so the stream keeps
+the plain socket and can offer ``send_nowait``: a non-blocking ``send()`` that lets a
+connection write an ACK or a synchronous message from the task that queued it while
+its writer task is idle, without a task switch.
+"""
 
 from __future__ import annotations
 
 import errno
+import socket
+from typing import final
 
 import trio
 
 from ._transport import AcceptHandler, Transport
 
-__all__ = ["TCPTransport"]
+__all__ = ["TCPStream", "TCPTransport"]
 
 _PICK_PORT_ATTEMPTS = 20
+_ACCEPT_BACKOFF = 0.1
 
 
-async def _open_listener(host: str, port: int, backlog: int) -> trio.SocketListener:
-    family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
-    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+@final
+class TCPStream(trio.abc.HalfCloseableStream):
+    """A ``trio.SocketStream`` (TCP_NODELAY set) plus ``send_nowait``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self._raw = sock
+        self._stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        return self._stream.socket
+
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        """Send what the kernel takes now; 0 when its buffer is full. Raises ``OSError``.
+
+        Only for a caller that knows no ``send_all`` is in progress on this stream.
+        """
+        try:
+            return self._raw.send(data)
+        except BlockingIOError:
+            return 0
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await self._stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def _open_listener(host: str, port: int, backlog: int) -> socket.socket:
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
     try:
-        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-        if family == trio.socket.AF_INET6:
-            sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
-        await sock.bind((host, port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
         sock.listen(backlog)
+        sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
-    return trio.SocketListener(sock)
+    return sock
 
 
-async def _open_listeners(hosts: list[str], port: int, backlog: int) -> list[trio.SocketListener]:
+def _open_listeners(hosts: list[str], port: int, backlog: int) -> list[socket.socket]:
     """Bind every host on ``port``; with port 0, retry until one port is free on all of them."""
     attempts = _PICK_PORT_ATTEMPTS if port == 0 else 1
     for attempt in range(attempts):
-        listeners: list[trio.SocketListener] = []
+        listeners: list[socket.socket] = []
         chosen = port
         try:
             for host in hosts:
-                listener = await _open_listener(host, chosen, backlog)
+                listener = _open_listener(host, chosen, backlog)
                 listeners.append(listener)
-                chosen = listener.socket.getsockname()[1]
+                chosen = listener.getsockname()[1]
             return listeners
         except OSError as exc:
             for listener in listeners:
-                await listener.aclose()
+                listener.close()
             if port != 0 or exc.errno != errno.EADDRINUSE or attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
@@ -52,14 +104,14 @@ class TCPTransport(Transport):
     """TCP with ``TCP_NODELAY``; IPv6 listeners are IPv6-only, as libchirp's are."""
 
     async def connect(self, address: str, port: int) -> trio.abc.Stream:
-        family = trio.socket.AF_INET6 if ":" in address else trio.socket.AF_INET
-        sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+        sock = socket.socket(_family(address), socket.SOCK_STREAM)
         try:
-            await sock.connect((address, port))
+            sock.setblocking(False)
+            await trio.socket.from_stdlib_socket(sock).connect((address, port))
         except BaseException:
             sock.close()
             raise
-        return trio.SocketStream(sock)
+        return TCPStream(sock)
 
     async def serve(
         self,
@@ -72,32 +124,29 @@ class TCPTransport(Transport):
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         hosts = [h for h in (bind_v4, bind_v6) if h is not None]
-        listeners = await _open_listeners(hosts, port, backlog)
+        listeners = _open_listeners(hosts, port, backlog)
         try:
-            bound = listeners[0].socket.getsockname()[1]
+            bound = listeners[0].getsockname()[1]
             async with trio.open_nursery() as nursery:
                 for listener in listeners:
                     nursery.start_soon(self._accept_loop, listener, on_accept)
                 task_status.started(bound)
         finally:
-            with trio.CancelScope(shield=True):
-                for listener in listeners:
-                    await listener.aclose()
+            for listener in listeners:
+                listener.close()
 
     @staticmethod
-    async def _accept_loop(listener: trio.SocketListener, on_accept: AcceptHandler) -> None:
+    async def _accept_loop(listener: socket.socket, on_accept: AcceptHandler) -> None:
         while True:
+            await trio.lowlevel.wait_readable(listener)
             try:
-                stream = await listener.accept()
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                continue
             except OSError as exc:
                 # EMFILE and friends: back off instead of spinning; the node stays up.
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    await trio.sleep(0.1)
+                    await trio.sleep(_ACCEPT_BACKOFF)
                     continue
                 raise
-            try:
-                peer = stream.socket.getpeername()[0]
-            except OSError:
-                await stream.aclose()
-                continue
-            on_accept(stream, str(peer))
+            on_accept(TCPStream(sock), str(peer[0]))
