@@ -45,6 +45,9 @@ _DIRECT_WRITE: Final = 1024 * 1024
 """Payload parts at least this large are written as they are instead of being joined
 (below it, one copy is cheaper than another system call and scheduler round)."""
 
+_GATHER_MIN: Final = 16 * 1024
+"""With a stream that can gather (``send_parts``), parts this large are not joined."""
+
 
 class SlotPool:
     """The receive slots of one connection; their number bounds unreleased messages."""
@@ -104,6 +107,10 @@ class Connection:
         self._writing_what = ""
         self.writer_idle = False  # parked with nothing to do: write_now() may write
         self._handoff: tuple[memoryview, list[Outgoing], int, int, float] | None = None
+        send_parts = getattr(stream, "send_parts", None)
+        self._send_parts: Callable[[list[bytes | memoryview]], Awaitable[None]] | None = (
+            send_parts if callable(send_parts) else None
+        )
         send_nowait = getattr(stream, "send_nowait", None)
         self._send_nowait: Callable[[bytes], int] | None = send_nowait if callable(send_nowait) else None
         self.last_activity = trio.current_time()
@@ -316,6 +323,23 @@ class Connection:
         send_all = self.stream.send_all
         pending: list[bytes | memoryview] = []
         size = 0
+        send_parts = self._send_parts
+        if send_parts is not None and any(len(part) >= _GATHER_MIN for part in parts):
+            groups: list[bytes | memoryview] = []
+            for part in parts:
+                size += len(part)
+                if len(part) >= _GATHER_MIN:
+                    if pending:
+                        groups.append(b"".join(pending))
+                        pending.clear()
+                    groups.append(part)
+                else:
+                    pending.append(part)
+            if pending:
+                groups.append(b"".join(pending))
+            await send_parts(groups)
+            self._write_deadline = math.inf
+            return size
         for part in parts:
             size += len(part)
             if len(part) >= _DIRECT_WRITE:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import final
+from collections import deque
+from collections.abc import Sequence
+from itertools import islice
+from typing import Final, final
 
 import trio
 
@@ -20,6 +23,8 @@ __all__ = ["TCPStream", "TCPTransport"]
 
 _PICK_PORT_ATTEMPTS = 20
 _ACCEPT_BACKOFF = 0.1
+_IOV_MAX: Final = 512
+_HAS_SENDMSG: Final = hasattr(socket.socket, "sendmsg")
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -51,6 +56,36 @@ class TCPStream(trio.abc.HalfCloseableStream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._stream.send_all(data)
+
+    async def send_parts(self, parts: Sequence[bytes | memoryview]) -> None:
+        """``send_all`` of the concatenation, without concatenating (``sendmsg``).
+
+        Large payloads are then copied only by the kernel. Only for the connection's
+        writer, which is the only task writing.
+        """
+        if not _HAS_SENDMSG:  # pragma: no cover - Windows
+            await self.send_all(b"".join(parts))
+            return
+        await trio.lowlevel.checkpoint_if_cancelled()
+        views = deque(memoryview(p) for p in parts if len(p))
+        sock = self._raw
+        while views:
+            try:
+                sent = sock.sendmsg(list(islice(views, _IOV_MAX)))
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
+                continue
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket send failed: {exc}") from exc
+            while sent:
+                first = views[0]
+                if len(first) <= sent:
+                    sent -= len(first)
+                    views.popleft()
+                else:
+                    views[0] = first[sent:]
+                    sent = 0
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
