@@ -18,6 +18,7 @@ from trio_chirp import (
     ShutdownError,
     TLSError,
     open_chirp,
+    serve_chirp,
 )
 from trio_chirp._protocol import NEED_DATA, DataFrame, FrameHead, FrameParser, Handshake, encode_handshake
 from trio_chirp.testing import MemoryNetwork
@@ -476,3 +477,20 @@ async def test_peer_collecting_an_idle_connection_is_routine(autojump_clock: tri
         assert trio.current_time() == start
         assert b.statistics().errors == {}
         nursery.cancel_scope.cancel()
+
+
+async def test_serve_chirp_runs_a_node_in_a_nursery(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    config = Config(port=PORT, disable_encryption=True, synchronous=False)
+    async with trio.open_nursery() as nursery:
+        a = await nursery.start(functools.partial(serve_chirp, config, transport=net.host(A)))
+        b = await nursery.start(functools.partial(serve_chirp, config, transport=net.host(B)))
+        await b.send(to(A, b"via serve_chirp"))
+        msg = await a.receive()
+        assert (msg.data, msg.remote_identity) == (b"via serve_chirp", b.identity)
+        msg.release()
+        stats = a.statistics()
+        assert (stats.port, stats.connections, stats.frames_in, stats.slots_peak) == (PORT, 1, 1, 1)
+        nursery.cancel_scope.cancel()
+    with pytest.raises(ShutdownError):
+        await a.receive()

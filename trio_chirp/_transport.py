@@ -4,6 +4,15 @@ The node never opens sockets itself. It asks a ``Transport`` to listen (reportin
 accepted stream with the peer's IP address) and to connect to ``(address, port)``. TCP
 lives in ``_tcp.py``; ``trio_chirp.testing`` provides an in-memory network of
 IP-addressed hosts that runs the same node code under ``MockClock``; TLS wraps either.
+
+Any ``trio.abc.Stream`` works. A stream may also offer two optional methods that the
+connection uses when present (duck-typed, so wrappers need not implement them):
+
+* ``send_nowait(data) -> int``: write what can be written without blocking and return
+  how much (0 when full). Lets an ACK or a synchronous message be written by the task
+  that queued it while the writer task is idle, saving two task switches per frame.
+* ``async send_parts(parts)``: ``send_all`` of the concatenation without concatenating
+  (``sendmsg``), so large payloads are copied only by the kernel.
 """
 
 from __future__ import annotations
