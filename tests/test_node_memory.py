@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import random
+from typing import Any
 
 import pytest
 import trio
@@ -17,6 +18,7 @@ from trio_chirp import (
     Message,
     ShutdownError,
     TLSError,
+    Transport,
     open_chirp,
     serve_chirp,
 )
@@ -494,3 +496,38 @@ async def test_serve_chirp_runs_a_node_in_a_nursery(autojump_clock: trio.abc.Clo
         nursery.cancel_scope.cancel()
     with pytest.raises(ShutdownError):
         await a.receive()
+
+
+async def test_a_bug_inside_a_connection_crashes_the_node_unwrapped(autojump_clock: trio.abc.Clock) -> None:
+    # Only ChirpError, OSError, ssl.SSLError and BrokenResourceError are contained; anything
+    # else is a bug in trio_chirp or in a transport, and must not be swallowed.
+    class BuggyStream(trio.abc.Stream):
+        async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+            await trio.lowlevel.checkpoint()
+
+        async def wait_send_all_might_not_block(self) -> None:
+            await trio.lowlevel.checkpoint()
+
+        async def receive_some(self, max_bytes: int | None = None) -> bytes:
+            await trio.lowlevel.checkpoint()
+            raise RuntimeError("bug in a transport")
+
+        async def aclose(self) -> None:
+            await trio.lowlevel.checkpoint()
+
+    class BuggyTransport(Transport):
+        def __init__(self, inner: Transport) -> None:
+            self.inner = inner
+
+        async def connect(self, address: str, port: int) -> trio.abc.Stream:
+            await trio.lowlevel.checkpoint()
+            return BuggyStream()
+
+        async def serve(self, **kwargs: Any) -> None:
+            await self.inner.serve(**kwargs)
+
+    net = MemoryNetwork()
+    config = Config(port=PORT, disable_encryption=True)
+    with pytest.raises(RuntimeError, match="bug in a transport"):
+        async with open_chirp(config, transport=BuggyTransport(net.host(A))) as a:
+            await a.send(to(B))
