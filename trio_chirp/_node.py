@@ -264,7 +264,7 @@ class Chirp:
     def _on_remote_failure(self, remote: Remote, cause: ChirpError) -> None:
         """Debounce reconnects (7.5); queued messages stay until their own deadline (our fix of 7.4)."""
         remote.last_error = cause
-        remote.expire_queued(trio.current_time(), lambda out: self._queued_timeout(remote, out))
+        remote.expire_queued(trio.current_time(), lambda out: self._send_timeout(remote, out))
         if remote.closed or self._closing:
             return
         remote.blocked = True
@@ -384,15 +384,11 @@ class Chirp:
         raise error
 
     def _abandon(self, remote: Remote, out: Outgoing, error: ChirpError | None) -> None:
-        """The caller left: a queued message is withdrawn, one on the wire keeps its place."""
+        """The caller left: a queued message is withdrawn; one on the wire keeps its place
+        (a synchronous one until its ACK or its write + timeout), and its outcome is dropped."""
         if out.state is OutgoingState.QUEUED:
             remote.withdraw(out, error or ShutdownError("the sender was cancelled"))
             remote.kick()
-        elif out.state is not OutgoingState.DONE:
-            out.abandoned = True
-
-    def _queued_timeout(self, remote: Remote, out: Outgoing) -> ChirpError:
-        return self._send_timeout(remote, out)
 
     def _send_timeout(self, remote: Remote, out: Outgoing) -> ChirpTimeoutError:
         where = f"{remote.address}:{remote.port}"

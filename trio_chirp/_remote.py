@@ -53,7 +53,6 @@ class Outgoing:
     """One accepted ``send()``: the payload captured at submission and how it ended."""
 
     __slots__ = (
-        "abandoned",
         "connection",
         "data",
         "deadline",
@@ -78,7 +77,6 @@ class Outgoing:
         self.error: ChirpError | None = None
         self.connection: Connection | None = None
         self.waiter: trio.Event | None = None
-        self.abandoned = False
 
     def finish(self, error: ChirpError | None) -> None:
         if self.state is OutgoingState.DONE:
@@ -342,7 +340,6 @@ class Remote:
         """Forget this remote (GC or node shutdown): nothing more may be queued."""
         self.closed = True
         self.fail_all_queued(lambda: ShutdownError(f"{self} is closing"))
-        self.room_lot.unpark_all()
         self.flush_lot.unpark_all()
         self.ack_lot.unpark_all()
 
