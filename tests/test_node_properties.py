@@ -174,3 +174,41 @@ async def test_default_rng_and_tcp_free_config_still_work_in_memory() -> None:
         msg = await a.receive()
         assert msg.data == b"hello"
         msg.release()
+
+
+@given(garbage=st.binary(min_size=1, max_size=300), chunk=st.integers(1, 64))
+def test_garbage_from_one_peer_costs_only_its_connection(garbage: bytes, chunk: int) -> None:
+    """Whatever a peer sends after its handshake, the node keeps serving everyone else."""
+    from trio_chirp._protocol import encode_handshake
+
+    async def main() -> None:
+        net = MemoryNetwork()
+        async with (
+            node(net, A, synchronous=False, max_msg_size=1024, timeout=0.5) as a,
+            node(net, B) as good,
+            trio.open_nursery() as nursery,
+        ):
+            bad = await net.host("10.0.0.66").connect(A, PORT)
+            await bad.send_all(encode_handshake(4000, bytes(16)))
+            for i in range(0, len(garbage), chunk):
+                try:
+                    await bad.send_all(garbage[i : i + chunk])
+                except trio.BrokenResourceError:
+                    break  # the node already closed this connection
+            nursery.start_soon(good.send, to(A, b"from the good peer"))
+            seen = []
+            with trio.move_on_after(2.0):  # virtual: long enough for any stall timeout
+                async for msg in a:
+                    seen.append(msg)
+                    msg.release()
+            assert [m.data for m in seen if m.address == B] == [b"from the good peer"]
+            # The garbage either parsed as frames (delivered above) or broke the
+            # connection with a typed, counted error; nothing else.
+            assert set(a.statistics().errors) <= {
+                "ProtocolError",
+                "MessageTooLargeError",
+                "ChirpTimeoutError",
+            }
+            assert all(m.address == "10.0.0.66" for m in seen if m.address != B)
+
+    _run(main)
