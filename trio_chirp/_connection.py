@@ -49,6 +49,23 @@ _GATHER_MIN: Final = 16 * 1024
 """With a stream that can gather (``send_parts``), parts this large are not joined."""
 
 
+def _join_small(parts: list[bytes] | list[memoryview], large: int) -> list[bytes | memoryview]:
+    """Runs of parts below ``large`` bytes joined into one; large parts kept as they are."""
+    groups: list[bytes | memoryview] = []
+    pending: list[bytes | memoryview] = []
+    for part in parts:
+        if len(part) >= large:
+            if pending:
+                groups.append(b"".join(pending))
+                pending.clear()
+            groups.append(part)
+        else:
+            pending.append(part)
+    if pending:
+        groups.append(b"".join(pending) if len(pending) > 1 else pending[0])
+    return groups
+
+
 class SlotPool:
     """The receive slots of one connection; their number bounds unreleased messages."""
 
@@ -68,8 +85,6 @@ class SlotPool:
             self._sem.acquire_nowait()
         except trio.WouldBlock:
             await self._sem.acquire()
-        else:
-            pass
         in_use = self.size - self._sem.value
         if in_use > self.peak:
             self.peak = in_use
@@ -320,39 +335,15 @@ class Connection:
         self._writing_what = what
         self._write_deadline = deadline = start + self.config.timeout
         self._arm(deadline)
-        send_all = self.stream.send_all
-        pending: list[bytes | memoryview] = []
-        size = 0
         send_parts = self._send_parts
-        if send_parts is not None and any(len(part) >= _GATHER_MIN for part in parts):
-            groups: list[bytes | memoryview] = []
-            for part in parts:
-                size += len(part)
-                if len(part) >= _GATHER_MIN:
-                    if pending:
-                        groups.append(b"".join(pending))
-                        pending.clear()
-                    groups.append(part)
-                else:
-                    pending.append(part)
-            if pending:
-                groups.append(b"".join(pending))
+        groups = _join_small(parts, _GATHER_MIN if send_parts is not None else _DIRECT_WRITE)
+        if send_parts is not None and len(groups) > 1:
             await send_parts(groups)
-            self._write_deadline = math.inf
-            return size
-        for part in parts:
-            size += len(part)
-            if len(part) >= _DIRECT_WRITE:
-                if pending:
-                    await send_all(b"".join(pending))
-                    pending.clear()
-                await send_all(part)
-            else:
-                pending.append(part)
-        if pending:
-            await send_all(b"".join(pending) if len(pending) > 1 else pending[0])
+        else:
+            for group in groups:
+                await self.stream.send_all(group)
         self._write_deadline = math.inf
-        return size
+        return sum(len(part) for part in parts)
 
     # --- timer -------------------------------------------------------------------------
     async def _timer(self) -> None:

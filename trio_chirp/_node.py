@@ -292,10 +292,9 @@ class Chirp:
         )
 
     def _count_error(self, error: BaseException, peer: str) -> None:
+        # Routine closes (ours, a peer's clean close of an idle connection) never get here.
         self._errors[type(error).__name__] += 1
-        # A peer closing its end is routine (libchirp never says goodbye); the rest is not.
-        level = logging.INFO if isinstance(error, ConnectionLostError) else logging.WARNING
-        logger.log(level, "connection with %s failed: %r", peer, error)
+        logger.warning("connection with %s failed: %r", peer, error)
 
     def _deliver(self, message: Message) -> None:
         try:

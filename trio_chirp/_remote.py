@@ -13,7 +13,6 @@ anything but its own stream.
 from __future__ import annotations
 
 import enum
-import logging
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
@@ -22,15 +21,13 @@ import trio
 
 from ._errors import ChirpError, ChirpTimeoutError, ConnectionLostError, ShutdownError
 from ._message import Message
-from ._protocol import TYPE_ACK, TYPE_NOOP, TYPE_REQ_ACK, ZERO_IDENTITY
+from ._protocol import FRAME_HEAD_SIZE, TYPE_ACK, TYPE_NOOP, TYPE_REQ_ACK, ZERO_IDENTITY
 from ._protocol.constants import FRAME_HEAD_STRUCT, MAX_SERIAL
 
 if TYPE_CHECKING:
     from ._connection import Connection
 
 __all__ = ["Outgoing", "OutgoingState", "Remote", "RemoteKey"]
-
-logger = logging.getLogger("trio_chirp.remote")
 
 RemoteKey = tuple[str, int]
 
@@ -259,7 +256,7 @@ class Remote:
                 parts.append(header)
             if data:
                 parts.append(data)
-            size += 27 + len(header) + len(data)
+            size += FRAME_HEAD_SIZE + len(header) + len(data)
             out.state = OutgoingState.WRITING
             out.connection = conn
             outs.append(out)
