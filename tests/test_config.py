@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -16,18 +15,12 @@ import pytest
 from trio_chirp import Config
 
 ROOT = Path(__file__).resolve().parents[1]
-VECTORS = ROOT.parent / "shared" / "vectors"
-IN_CI = os.environ.get("CI", "").lower() == "true"
+VECTORS = Path(__file__).resolve().parent / "vectors"
 
 
 def vector(name: str) -> dict[str, Any]:
-    """A capture from shared/vectors; missing is a skip locally and a failure in CI."""
+    """A capture from tests/vectors (shipped with the tests: missing is an error, not a skip)."""
     path = VECTORS / name
-    if not path.is_file():
-        message = f"libchirp test vector {path} not found"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
     result: dict[str, Any] = json.loads(path.read_text())
     return result
 

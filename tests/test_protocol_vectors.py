@@ -1,4 +1,4 @@
-"""The wire layer against the bytes captured from a live libchirp 1.2.1 (``shared/vectors``).
+"""The wire layer against the bytes captured from a live libchirp 1.2.1 (``tests/vectors``).
 
 For every decoded segment the bytes are rebuilt from the *recorded field values* with our
 encoders and compared with the captured hex; then the captured hex is decoded with the
@@ -6,12 +6,12 @@ incremental parser (whole and byte by byte) and with ``decode_handshake``/``deco
 and every field is compared. ``f_receiver_validation`` is replayed case by case: every
 frame libchirp refused must be refused by the parser, with the right error class, as soon
 as the 27-byte fixed part is in; the two cases where we differ on purpose are pinned down.
+The captures ship with the tests (``tests/vectors/README.md``); missing, they are an error.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +33,16 @@ from trio_chirp._protocol import (
     encode_handshake,
 )
 
-VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors"
-IN_CI = os.environ.get("CI", "").lower() == "true"
+VECTORS = Path(__file__).resolve().parent / "vectors"
 
 Json = dict[str, Any]
 
 
 def _load_vectors() -> dict[str, Json]:
-    if not VECTORS.is_dir():
-        return {}
+    """Every capture but the index; reading them is not optional (they ship with the tests)."""
     files = sorted(p for p in VECTORS.glob("*.json") if p.name != "index.json")
+    if not files:
+        raise FileNotFoundError(f"no libchirp test vectors in {VECTORS} (they ship with the tests)")
     return {p.name: json.loads(p.read_text()) for p in files}
 
 
@@ -57,21 +57,14 @@ DECODED = [
 ]
 
 
-def _require_vectors() -> None:
-    """Skip without the captures, except in CI (``CI=true``), where their absence is a failure."""
-    if not ALL:
-        message = f"libchirp test vectors not found at {VECTORS}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-def test_vectors_are_present() -> None:
-    """Without the captures most of this file tests nothing: that must not pass silently in CI."""
-    _require_vectors()
+def test_index_lists_exactly_the_shipped_files() -> None:
+    """index.json names every capture in tests/vectors, and nothing else; all checks passed."""
     index = json.loads((VECTORS / "index.json").read_text())
-    listed = {entry["file"] for entry in index["vectors"]}
-    assert listed == set(ALL), "index.json and the vector files disagree"
+    listed = [entry["file"] for entry in index["vectors"]]
+    present = {p.name for p in VECTORS.iterdir()} - {"index.json", "README.md"}
+    assert len(listed) == len(set(listed)), "index.json lists a file twice"
+    assert set(listed) == present, "index.json and the files in tests/vectors disagree"
+    assert set(ALL) == present
     assert all(entry["failed_checks"] == 0 for entry in index["vectors"])
     assert len(DECODED) >= 20  # every capture with frames is decoded below
 
@@ -224,7 +217,6 @@ def test_codec_decodes_every_field(name: str, seg: Json) -> None:
 
 def test_loose_handshakes_and_acks_in_observations_decode() -> None:
     """Bytes recorded outside segments: the node's handshakes in f, the TLS ACKs in k."""
-    _require_vectors()
     f = ALL["f_receiver_validation.json"]
     for case in f["observations"]["cases"].values():
         if "node_handshake_hex" in case:
@@ -269,14 +261,12 @@ F_SEGMENTS = {seg["label"]: seg for name, seg in SEGMENT_LIST if name.startswith
 
 
 def test_every_violation_in_the_capture_is_covered() -> None:
-    _require_vectors()
     flagged = {label for label, seg in F_SEGMENTS.items() if seg.get("expect_violation")}
     assert flagged == set(VIOLATIONS)
 
 
 @pytest.mark.parametrize("label", sorted(VIOLATIONS))
 def test_violation_is_rejected_at_the_fixed_part(label: str) -> None:
-    _require_vectors()
     seg = F_SEGMENTS[label]
     error_class, fragments = VIOLATIONS[label]
     wire = bytes.fromhex(seg["hex"])
@@ -304,14 +294,11 @@ LIBCHIRP_ACCEPTED_BUT_WE_REJECT = {"length_sum_wraps_32bit"}
 
 
 def _f_cases() -> dict[str, Json]:
-    if not ALL:
-        return {}
     cases: dict[str, Json] = ALL["f_receiver_validation.json"]["observations"]["cases"]
     return cases
 
 
 def test_every_captured_case_is_replayed() -> None:
-    _require_vectors()
     cases = ALL["f_receiver_validation.json"]["observations"]["cases"]
     replayed = {name for name, case in _f_cases().items() if "sent_hex" in case}
     assert set(cases) == replayed | {"no_handshake_from_peer"}
@@ -349,7 +336,6 @@ def test_captured_connection_replayed_through_the_parser(name: str, case: Json) 
 def test_split_handshake_is_accepted_on_purpose() -> None:
     """libchirp refuses a handshake that arrives as 10 + 8 bytes (its sharp edge 3); TCP may
     split anything, so we accept it."""
-    _require_vectors()
     case = ALL["f_receiver_validation.json"]["observations"]["cases"]["handshake_split_10_plus_8_bytes"]
     assert case["closed"] is True  # what libchirp did
     sent = bytes.fromhex(case["sent_hex"])
@@ -369,10 +355,9 @@ def test_no_handshake_from_peer_means_waiting_not_failing() -> None:
     parser, silence is not an error; it waits (NEED_DATA) however often it is asked. Bounding
     the wait is the node's job, with ``Config.effective_handshake_timeout`` (ours; libchirp has
     none for incoming connections)."""
-    if ALL:
-        case = ALL["f_receiver_validation.json"]["observations"]["cases"]["no_handshake_from_peer"]
-        assert case["closed"] is False
-        assert "sent_hex" not in case
+    case = ALL["f_receiver_validation.json"]["observations"]["cases"]["no_handshake_from_peer"]
+    assert case["closed"] is False
+    assert "sent_hex" not in case
     parser = FrameParser(1024)
     for _ in range(3):
         parser.receive_data(b"")
