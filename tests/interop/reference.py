@@ -243,7 +243,13 @@ def require_reference() -> Path:
     except ReferenceUnavailable as exc:
         if in_ci():
             raise
-        pytest.skip(f"reference libchirp unavailable: {exc}")
+        pytest.skip(f"reference libchirp unavailable: {skip_reason(exc)}")
+
+
+def skip_reason(exc: ReferenceUnavailable) -> str:
+    """One line: what is missing and what to install; a build log tail stays in the log file."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0].rstrip(":") if lines else repr(exc)
 
 
 if __name__ == "__main__":
