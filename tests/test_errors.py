@@ -55,7 +55,9 @@ def test_bases(cls: type[Exception]) -> None:
 @pytest.mark.parametrize("cls", BASES, ids=lambda c: c.__name__)
 def test_exported_from_the_package(cls: type[Exception]) -> None:
     assert getattr(trio_chirp, cls.__name__) is cls
-    assert cls.__module__ == "trio_chirp._errors"
+    assert cls.__module__ == "trio_chirp"  # tracebacks and reprs show the public path
+    assert repr(cls("x")).startswith(f"{cls.__name__}(")
+    assert f"trio_chirp.{cls.__name__}" in str(cls)
 
 
 @pytest.mark.parametrize("cls", BASES, ids=lambda c: c.__name__)

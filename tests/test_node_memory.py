@@ -152,23 +152,6 @@ async def test_idle_connection_is_collected_at_exact_gc_tick(autojump_clock: tri
         nursery.cancel_scope.cancel()
 
 
-async def test_refused_connect_is_retried_after_debounce(autojump_clock: trio.abc.Clock) -> None:
-    net = MemoryNetwork()
-    async with node(net, B, synchronous=False) as b:
-        net.refuse(B, PORT)
-        async with node(net, A, timeout=1.0) as a:
-            start = trio.current_time()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(a.send, to(B))
-                await trio.sleep(0.12)  # attempts at 0 and 0.05 and 0.10 were refused
-                net.unrefuse(B, PORT)
-                msg = await b.receive()
-                # The next attempt comes one debounce (0.05 s) after the last refusal.
-                assert trio.current_time() - start == pytest.approx(0.15)
-                msg.release()
-            assert a.statistics().errors == {"CannotConnectError": 3}
-
-
 async def test_slots_stop_reading_and_block_the_sender(autojump_clock: trio.abc.Clock) -> None:
     net = MemoryNetwork(window=4096)
     size = 4000

@@ -153,7 +153,7 @@ async def test_simultaneous_dials_end_with_one_current_connection_each(
 async def test_queued_async_message_expires_and_flush_reports_it(autojump_clock: trio.abc.Clock) -> None:
     net = MemoryNetwork()
     net.host(B)
-    net.refuse(B)
+    net.black_hole(B)  # the connect times out: the message stays queued until its deadline
     async with node(net, A, synchronous=False, timeout=0.5) as a:
         await a.send(to(B, b"never"))  # accepted
         with pytest.raises(ConnectionLostError, match="1 asynchronous message") as info:

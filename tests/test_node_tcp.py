@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from trio_chirp import (
-    ChirpTimeoutError,
+    CannotConnectError,
     Config,
     Message,
     MessageInUseError,
@@ -181,15 +181,19 @@ async def test_bad_peer_is_cut_off_and_good_peer_still_served(bad_bytes: bytes, 
         assert msg.data == b"still here"
 
 
-async def test_send_to_closed_port_times_out_still_connecting() -> None:
+async def test_send_to_closed_port_fails_at_once_with_the_refusal() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    async with open_chirp(Config(port=0, timeout=0.3)) as node:
-        with pytest.raises(ChirpTimeoutError, match="still connecting") as info:
-            await node.send(Message(b"x", address="127.0.0.1", port=port))
-        assert "cannot connect" in str(info.value)
-        assert node.statistics().remotes[0].queued == 0
+    async with open_chirp(Config(port=0, timeout=30)) as node:
+        with trio.fail_after(10):  # far before the 30 s deadline: the refusal fails it
+            with pytest.raises(CannotConnectError, match="cannot connect") as info:
+                await node.send(Message(b"x", address="127.0.0.1", port=port))
+        assert isinstance(info.value.__cause__, ConnectionRefusedError)
+        stats = node.statistics()
+        assert stats.remotes[0].queued == 0
+        assert stats.errors == {"CannotConnectError": 1}
+        assert stats.send_errors == {"CannotConnectError": 1}
 
 
 async def test_same_message_twice_concurrently_is_refused() -> None:

@@ -19,3 +19,14 @@ from ._node import serve_chirp as serve_chirp
 from ._stats import NodeStats as NodeStats
 from ._stats import RemoteStats as RemoteStats
 from ._transport import Transport as Transport
+
+
+def _fix_module_names(namespace: dict[str, object], public: str) -> None:
+    """Show public classes as ``trio_chirp.X`` in tracebacks and reprs, as Trio does for its own."""
+    for value in list(namespace.values()):
+        module = getattr(value, "__module__", None)
+        if isinstance(value, type) and isinstance(module, str) and module.startswith(f"{public}._"):
+            value.__module__ = public
+
+
+_fix_module_names(globals(), __name__)

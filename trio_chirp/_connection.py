@@ -81,9 +81,9 @@ class SlotPool:
         return self.size - self._sem.value
 
     async def acquire(self) -> None:
-        try:
+        if self._sem.value:
             self._sem.acquire_nowait()
-        except trio.WouldBlock:
+        else:
             await self._sem.acquire()
         in_use = self.size - self._sem.value
         if in_use > self.peak:
@@ -121,7 +121,7 @@ class Connection:
         self.writing: list[Outgoing] = []
         self._writing_what = ""
         self.writer_idle = False  # parked with nothing to do: write_now() may write
-        self._handoff: tuple[memoryview, list[Outgoing], int, int, float] | None = None
+        self._handoff: tuple[memoryview, list[Outgoing], int, int, int, float] | None = None
         send_parts = getattr(stream, "send_parts", None)
         self._send_parts: Callable[[list[bytes | memoryview]], Awaitable[None]] | None = (
             send_parts if callable(send_parts) else None
@@ -129,7 +129,10 @@ class Connection:
         send_nowait = getattr(stream, "send_nowait", None)
         self._send_nowait: Callable[[bytes], int] | None = send_nowait if callable(send_nowait) else None
         self.last_activity = trio.current_time()
-        self.frames_in = self.frames_out = self.bytes_in = self.bytes_out = 0
+        # Traffic counters (TRAFFIC_COUNTERS in _stats.py).
+        self.messages_in = self.acks_in = self.noops_in = 0
+        self.messages_out = self.acks_out = self.noops_out = 0
+        self.bytes_in = self.bytes_out = 0
         self._handshake_deadline = handshake_deadline
         self._ack_deadline = math.inf
         self._write_deadline = math.inf
@@ -214,16 +217,19 @@ class Connection:
             cls = type(event)
             if cls is FrameHead:
                 assert isinstance(event, FrameHead)
-                self.frames_in += 1
                 if event.is_message:
+                    self.messages_in += 1
                     await self.slots.acquire()
                 elif event.is_noop:
+                    self.noops_in += 1
                     now = trio.current_time()
                     self.last_activity = now
                     if self.remote is not None:
                         self.remote.last_activity = now
-                elif self.remote is not None:
-                    self.remote.on_ack(event.identity)
+                else:
+                    self.acks_in += 1
+                    if self.remote is not None:
+                        self.remote.on_ack(event.identity)
             elif cls is DataFrame:
                 assert isinstance(event, DataFrame)
                 head = event.head
@@ -271,9 +277,9 @@ class Connection:
             if handoff is not None:
                 # The rest of a batch that write_now() could not finish.
                 self._handoff = None
-                rest, outs, frames, size, start = handoff
-                await self._write([rest], what=f"{frames} frame(s)", start=start)
-                self._written(outs, frames, size, start)
+                rest, outs, acks, noops, size, start = handoff
+                await self._write([rest], what=f"{acks + noops + len(outs)} frame(s)", start=start)
+                self._written(outs, acks, noops, size, start)
                 continue
             batch = remote.take_batch(self)
             if batch is None:
@@ -283,15 +289,17 @@ class Connection:
                 finally:
                     self.writer_idle = False
                 continue
-            parts, outs, frames = batch
+            parts, outs, acks, noops = batch
             self.writing = outs
             start = trio.current_time()
-            size = await self._write(parts, what=f"{frames} frame(s)", start=start)
-            self._written(outs, frames, size, start)
+            size = await self._write(parts, what=f"{acks + noops + len(outs)} frame(s)", start=start)
+            self._written(outs, acks, noops, size, start)
 
-    def _written(self, outs: list[Outgoing], frames: int, size: int, start: float) -> None:
+    def _written(self, outs: list[Outgoing], acks: int, noops: int, size: int, start: float) -> None:
         self.writing = []
-        self.frames_out += frames
+        self.messages_out += len(outs)
+        self.acks_out += acks
+        self.noops_out += noops
         self.bytes_out += size
         self.last_activity = trio.current_time()
         assert self.remote is not None
@@ -314,7 +322,7 @@ class Connection:
         batch = remote.take_batch(self)
         if batch is None:
             return
-        parts, outs, frames = batch
+        parts, outs, acks, noops = batch
         data = b"".join(parts)
         start = trio.current_time()
         self.writing = outs
@@ -325,10 +333,10 @@ class Connection:
             return
         if sent < len(data):
             self.writer_idle = False
-            self._handoff = (memoryview(data)[sent:], outs, frames, len(data), start)
+            self._handoff = (memoryview(data)[sent:], outs, acks, noops, len(data), start)
             remote.writer_lot.unpark_all()
             return
-        self._written(outs, frames, len(data), start)
+        self._written(outs, acks, noops, len(data), start)
 
     async def _write(self, parts: list[bytes] | list[memoryview], *, what: str, start: float) -> int:
         """Write whole frames; the timer closes the connection if it takes over ``timeout``."""

@@ -33,8 +33,9 @@ from ._errors import (
 )
 from ._message import Message
 from ._protocol import IDENTITY_SIZE, ZERO_IDENTITY, Handshake, check_frame_lengths
+from ._ratelimit import LogLimiter
 from ._remote import Outgoing, OutgoingState, Remote, RemoteKey, lost_error
-from ._stats import NodeStats, RemoteStats
+from ._stats import TRAFFIC_COUNTERS, NodeStats, RemoteStats
 from ._tcp import TCPTransport
 from ._transport import Transport
 
@@ -116,9 +117,12 @@ class Chirp:
         self._closing = False
         self._closed = trio.Event()
         self._errors: Counter[str] = Counter()
+        self._send_errors: Counter[str] = Counter()
+        self._log_limiter = LogLimiter()
+        self._summary_timer = False
         self._lost = 0
         self._peak_slots = 0
-        self._frames_in = self._frames_out = self._bytes_in = self._bytes_out = 0
+        self._closed_totals: Counter[str] = Counter()  # TRAFFIC_COUNTERS of closed connections
         self._unyielded = 0  # fast-path sends/receives since the last schedule point
 
     def __repr__(self) -> str:
@@ -144,12 +148,19 @@ class Chirp:
         return not self.config.disable_encryption and address not in LOCAL_ADDRESSES
 
     def _tls_error(self, address: str) -> TLSError:
+        if ipaddress.ip_address(address).is_loopback:
+            why = (
+                f"{address} is a loopback address, but libchirp sends plaintext only to the literals"
+                " 127.0.0.1 and ::1, so chirp requires TLS for it"
+            )
+        else:
+            why = f"{address} is not 127.0.0.1 or ::1, so chirp requires TLS for it"
         if self.config.cert_chain_pem is None or self.config.dh_params_pem is None:
             return TLSError(
-                f"{address} is not a loopback address, so chirp requires TLS, but no certificates are"
-                " configured: set Config.cert_chain_pem and Config.dh_params_pem, or disable_encryption=True"
+                f"{why}, but no certificates are configured: set Config.cert_chain_pem and"
+                " Config.dh_params_pem, or disable_encryption=True"
             )
-        return TLSError(f"TLS to {address} is not supported by this version of trio_chirp yet")
+        return TLSError(f"{why}, and TLS is not supported by this version of trio_chirp yet")
 
     def _on_accept(self, stream: trio.abc.Stream, peer_address: str) -> None:
         address = normalize_address(peer_address)
@@ -157,7 +168,7 @@ class Chirp:
             self._nursery.start_soon(stream.aclose)
             return
         if self._needs_tls(address):
-            self._count_error(self._tls_error(address), address)
+            self._count_error(self._tls_error(address), address, None)
             self._nursery.start_soon(stream.aclose)
             return
         deadline = trio.current_time() + self.config.effective_handshake_timeout
@@ -199,14 +210,17 @@ class Chirp:
                 error = CannotConnectError(f"cannot connect to {remote.address}:{remote.port}: {exc}")
                 error.__cause__ = exc
         if stream is None:
+            remote.connecting = False
             if error is None:
-                error = ChirpTimeoutError(
+                timeout = ChirpTimeoutError(
                     f"connecting to {remote.address}:{remote.port} took longer than the connect"
                     f" timeout ({self.config.connect_timeout}s)"
                 )
-            remote.connecting = False
-            self._count_error(error, f"{remote.address}:{remote.port}")
-            self._on_remote_failure(remote, error)
+                self._count_error(timeout, remote.address, remote.port)
+                self._on_remote_failure(remote, timeout)
+            else:
+                self._count_error(error, remote.address, remote.port)
+                self._on_connect_failed(remote, error)
             return
         conn = Connection(
             self, stream, peer_address=remote.address, outgoing_remote=remote, handshake_deadline=deadline
@@ -231,10 +245,9 @@ class Chirp:
 
     def _on_connection_closed(self, conn: Connection, cause: ChirpError) -> None:
         self._connections.discard(conn)
-        self._frames_in += conn.frames_in
-        self._frames_out += conn.frames_out
-        self._bytes_in += conn.bytes_in
-        self._bytes_out += conn.bytes_out
+        totals = self._closed_totals
+        for name in TRAFFIC_COUNTERS:
+            totals[name] += getattr(conn, name)
         self._peak_slots = max(self._peak_slots, conn.slots.peak)
         remote = conn.remote
         in_flight_here = (
@@ -246,10 +259,26 @@ class Chirp:
         routine = isinstance(cause, ShutdownError) or (
             conn.peer_closed and remote is not None and not conn.writing and not in_flight_here
         )
+        if remote is None and conn.outgoing_remote is not None and not routine:
+            # Our attempt failed before the peer's chirp handshake arrived.
+            dialled = conn.outgoing_remote
+            dialled.connecting = False
+            if isinstance(cause, ChirpTimeoutError):
+                self._count_error(cause, conn.peer_address, dialled.port)
+                self._on_remote_failure(dialled, cause)
+            else:
+                error = CannotConnectError(
+                    f"cannot connect to {dialled.address}:{dialled.port}: the connection ended before"
+                    f" the peer's chirp handshake: {cause}"
+                )
+                error.__cause__ = cause
+                self._count_error(error, conn.peer_address, dialled.port)
+                self._on_connect_failed(dialled, error)
+            return
         if routine:
             logger.debug("%r closed: %s", conn, cause)
         else:
-            self._count_error(cause, f"{conn.peer_address}:{conn.peer_port}")
+            self._count_error(cause, conn.peer_address, conn.peer_port)
         if remote is None and conn.outgoing_remote is not None:
             remote = conn.outgoing_remote
             remote.connecting = False
@@ -263,9 +292,25 @@ class Chirp:
 
     def _on_remote_failure(self, remote: Remote, cause: ChirpError) -> None:
         """Debounce reconnects (7.5); queued messages stay until their own deadline (our fix of 7.4)."""
-        remote.last_error = cause
+        remote.note_error(cause)
         remote.expire_queued(trio.current_time(), lambda out: self._send_timeout(remote, out))
+        self._block(remote)
+
+    def _on_connect_failed(self, remote: Remote, error: ChirpError) -> None:
+        """An attempt failed before the peer's handshake (refused, unreachable, closed, TLS).
+
+        Fail fast, as libchirp does: every message waiting for this connection fails now
+        with the error, and so does every send during the debounce that follows. Only a
+        connect that times out leaves messages queued until their own deadline.
+        """
+        remote.note_error(error)
+        remote.connect_error = error
+        remote.fail_all_queued(lambda: copy_error(error))
+        self._block(remote)
+
+    def _block(self, remote: Remote) -> None:
         if remote.closed or self._closing:
+            remote.connect_error = None
             return
         remote.blocked = True
         self._blocked.add(remote)
@@ -279,11 +324,15 @@ class Chirp:
         blocked, self._blocked = self._blocked, set()
         for remote in blocked:
             remote.blocked = False
+            remote.connect_error = None
             remote.kick()
 
     def _on_async_lost(self, remote: Remote, out: Outgoing, error: ChirpError) -> None:
         self._lost += 1
-        logger.warning(
+        self._log_limited(
+            remote.address,
+            "lost",
+            "lost asynchronous messages",
             "asynchronous message %s to %s:%d was accepted but not written: %s",
             out.identity.hex(),
             remote.address,
@@ -291,10 +340,34 @@ class Chirp:
             error,
         )
 
-    def _count_error(self, error: BaseException, peer: str) -> None:
+    def _count_error(self, error: BaseException, address: str, port: int | None) -> None:
         # Routine closes (ours, a peer's clean close of an idle connection) never get here.
-        self._errors[type(error).__name__] += 1
-        logger.warning("connection with %s failed: %r", peer, error)
+        kind = type(error).__name__
+        self._errors[kind] += 1
+        peer = address if port is None else f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        self._log_limited(
+            address, kind, f"{kind} connection failures", "connection with %s failed: %r", peer, error
+        )
+
+    def _log_limited(self, address: str, kind: str, what: str, msg: str, *args: object) -> None:
+        """Log a failure at WARNING unless the limiter says it repeats (PROTOCOL-independent)."""
+        log_now, summary_due = self._log_limiter.record(trio.current_time(), address, kind, what)
+        if log_now:
+            logger.warning(msg, *args)
+        if summary_due and not self._summary_timer:
+            self._summary_timer = True
+            self._nursery.start_soon(self._summarise_repeats)
+
+    async def _summarise_repeats(self) -> None:
+        """The limiter's timer: one summary line per repeating failure when its window ends."""
+        limiter = self._log_limiter
+        try:
+            while limiter.pending and limiter.window_end is not None:
+                await trio.sleep_until(limiter.window_end)
+                for line in limiter.summarise():
+                    logger.warning("%s", line)
+        finally:
+            self._summary_timer = False
 
     def _deliver(self, message: Message) -> None:
         try:
@@ -337,24 +410,36 @@ class Chirp:
         ``config.timeout`` from now; the latter raises ``ChirpTimeoutError``.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        if self._closing:
-            raise ShutdownError(f"{self} is closed")
-        key = _destination(message)
-        check_frame_lengths(len(message.header), len(message.data))
-        if self._needs_tls(key[0]):
-            raise self._tls_error(key[0])
-        if message._in_use:
-            raise MessageInUseError(f"{message!r} is already being sent")
-        sync = self.config.synchronous if synchronous is None else synchronous
-        deadline = trio.current_time() + self.config.timeout
-        out = Outgoing(message, sync, deadline)
-        remote = self._get_remote(key)
-        if not sync and not remote.closed and remote.has_room() and not len(remote.room_lot):
-            # Fast path: accepted at once. Yielding only every YIELD_EVERY sends lets the
-            # writer coalesce what a tight loop queues into one write.
-            remote.enqueue(out)
-            await self._maybe_yield()
-            return
+        remote: Remote | None = None
+        try:
+            if self._closing:
+                raise ShutdownError(f"{self} is closed")
+            key = _destination(message)
+            check_frame_lengths(len(message.header), len(message.data))
+            if self._needs_tls(key[0]):
+                raise self._tls_error(key[0])
+            if message._in_use:
+                raise MessageInUseError(f"{message!r} is already being sent")
+            sync = self.config.synchronous if synchronous is None else synchronous
+            deadline = trio.current_time() + self.config.timeout
+            out = Outgoing(message, sync, deadline)
+            remote = self._get_remote(key)
+            if remote.connect_error is not None:
+                raise copy_error(remote.connect_error)
+            if not sync and not remote.closed and remote.has_room() and not len(remote.room_lot):
+                # Fast path: accepted at once. Yielding only every YIELD_EVERY sends lets the
+                # writer coalesce what a tight loop queues into one write.
+                remote.enqueue(out)
+                await self._maybe_yield()
+                return
+            await self._send_waiting(remote, key, out, deadline)
+        except ChirpError as error:
+            self._note_send_error(remote, error)
+            raise
+
+    async def _send_waiting(self, remote: Remote, key: RemoteKey, out: Outgoing, deadline: float) -> None:
+        """The slow path of ``send()``: wait for queue room and, if synchronous, the ACK."""
+        message = out.message
         message._in_use = True
         try:
             with trio.move_on_at(deadline):
@@ -364,8 +449,10 @@ class Chirp:
                     if self._closing:
                         raise ShutdownError(f"{self} closed while {message!r} waited for queue room")
                     remote = self._get_remote(key)
+                    if remote.connect_error is not None:
+                        raise copy_error(remote.connect_error)
                 remote.enqueue(out)
-                if not sync:
+                if not out.synchronous:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return
                 await out.wait()
@@ -381,6 +468,12 @@ class Chirp:
         error = self._send_timeout(remote, out)
         self._abandon(remote, out, error)
         raise error
+
+    def _note_send_error(self, remote: Remote | None, error: ChirpError) -> None:
+        """Count a failed send before it raises, so ``statistics()`` already shows it."""
+        self._send_errors[type(error).__name__] += 1
+        if remote is not None:
+            remote.note_error(error)
 
     def _abandon(self, remote: Remote, out: Outgoing, error: ChirpError | None) -> None:
         """The caller left: a queued message is withdrawn; one on the wire keeps its place
@@ -423,17 +516,22 @@ class Chirp:
         point but yields to the scheduler only every 64 calls.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        channel = self._incoming_recv
         try:
-            message = self._incoming_recv.receive_nowait()
+            message = channel.receive_nowait()
         except trio.WouldBlock:
-            try:
-                return await self._incoming_recv.receive()
-            except (trio.ClosedResourceError, trio.EndOfChannel):
-                raise ShutdownError(f"{self} is closed") from None
+            pass
         except (trio.ClosedResourceError, trio.EndOfChannel):
             raise ShutdownError(f"{self} is closed") from None
-        await self._maybe_yield()
-        return message
+        else:
+            await self._maybe_yield()
+            return message
+        # Wait outside the ``except`` block above, so a Cancelled or KeyboardInterrupt
+        # out of an idle receive() carries no stray WouldBlock as its __context__.
+        try:
+            return await channel.receive()
+        except (trio.ClosedResourceError, trio.EndOfChannel):
+            raise ShutdownError(f"{self} is closed") from None
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self
@@ -487,9 +585,13 @@ class Chirp:
                     unwritten_async=remote.unwritten_async,
                     reconnect_blocked=remote.blocked,
                     slots_in_use=slots_by_remote[key],
+                    last_error=None if remote.last_error is None else str(remote.last_error),
+                    last_error_at=remote.last_error_at,
                 )
             )
         conns = self._connections
+        totals = self._closed_totals
+        traffic = {name: totals[name] + sum(getattr(c, name) for c in conns) for name in TRAFFIC_COUNTERS}
         return NodeStats(
             port=self.port,
             connections=len(conns),
@@ -499,47 +601,80 @@ class Chirp:
             queued=sum(r.queued for r in self._remotes.values()),
             in_flight=sum(r.in_flight is not None for r in self._remotes.values()),
             undelivered=self._incoming_recv.statistics().current_buffer_used,
-            frames_in=self._frames_in + sum(c.frames_in for c in conns),
-            frames_out=self._frames_out + sum(c.frames_out for c in conns),
-            bytes_in=self._bytes_in + sum(c.bytes_in for c in conns),
-            bytes_out=self._bytes_out + sum(c.bytes_out for c in conns),
             messages_lost=self._lost,
             errors=dict(self._errors),
+            send_errors=dict(self._send_errors),
+            **traffic,
         )
 
     async def aclose(self) -> None:
-        """Close the node (PROTOCOL.md 7.4 "abort all", with a grace period for ACKs).
+        """Close the node gracefully (PROTOCOL.md 7.4 "abort all", with a grace period for ACKs).
 
-        Stops accepting, fails queued messages with ``ShutdownError``, waits (shielded,
-        at most ``config.timeout``) for ACKs of written synchronous messages, then closes
+        Stops accepting, fails queued messages with ``ShutdownError``, waits at most
+        ``config.timeout`` for the ACKs of written synchronous messages, then closes
         every connection. Messages the application did not release are never ACKed.
-        Closing twice is harmless.
+        The wait is cancellable, as Trio's ``aclose()`` contract asks: cancelled, it
+        becomes an immediate close (in-flight sends fail with ``ShutdownError``) and the
+        cancellation propagates. Closing twice is harmless.
         """
         if self._closing:
             await self._closed.wait()
             return
-        self._closing = True
-        with trio.CancelScope(shield=True):
-            self._listen_scope.cancel()
-            for remote in self._remotes.values():
-                remote.fail_all_queued(lambda: ShutdownError(f"{self} is closing"))
+        self._begin_close()
+        try:
             with trio.move_on_after(self.config.timeout):
                 for remote in list(self._remotes.values()):
                     while remote.in_flight is not None and remote.current is not None:
                         await remote.ack_lot.park()
-            for remote in self._remotes.values():
-                remote.close()
-            for conn in list(self._connections):
-                conn.close(ShutdownError(f"{self} is closing"))
-            self._incoming_send.close()
-            while True:
-                try:
-                    message = self._incoming_recv.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-                message.release(ack=False)
-            self._incoming_recv.close()
-            self._closed.set()
+            await trio.lowlevel.checkpoint()
+        finally:
+            self._finish_close()
+
+    def _close_now(self) -> None:
+        """The immediate close (cancellation, KeyboardInterrupt, an error leaving the block)."""
+        if not self._closing:
+            self._begin_close()
+        self._finish_close()
+
+    def _begin_close(self) -> None:
+        self._closing = True
+        self._listen_scope.cancel()
+        for remote in self._remotes.values():
+            remote.fail_all_queued(lambda: ShutdownError(f"{self} is closing"))
+
+    def _finish_close(self) -> None:
+        if self._closed.is_set():
+            return
+        for remote in self._remotes.values():
+            remote.close()
+        for conn in list(self._connections):
+            conn.close(ShutdownError(f"{self} is closing"))
+        self._incoming_send.close()
+        while True:
+            try:
+                message = self._incoming_recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            message.release(ack=False)
+        self._incoming_recv.close()
+        self._closed.set()
+
+
+def copy_error(error: ChirpError) -> ChirpError:
+    """A fresh exception like ``error`` (same class, text and cause) for another raiser.
+
+    Raising one exception object from several tasks would splice their tracebacks.
+    """
+    copy = type(error)(*error.args)
+    copy.__cause__ = error.__cause__
+    return copy
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -563,26 +698,57 @@ async def open_chirp(
 
     ``transport`` replaces TCP (e.g. ``trio_chirp.testing.MemoryNetwork().host(ip)``);
     ``rng`` drives every random choice (initial serials, debounce, GC jitter) so tests
-    can assert exact virtual times. Exceptions from the block propagate unwrapped.
+    can assert exact virtual times.
+
+    Whatever the block raises comes out exactly as it would without ``open_chirp`` (a
+    bare exception stays bare, a group stays the same group); the node's own nursery
+    is never visible. A block that ends normally closes gracefully (``aclose()``);
+    one that raises, is cancelled or interrupted closes at once.
     """
     config = config or Config()
     _check_certificate_files(config)
-    unwrapped: BaseException | None = None
+    body_error: BaseException | None = None
+    close_error: BaseException | None = None
+    internal: BaseExceptionGroup[BaseException] | None = None
     try:
         async with trio.open_nursery() as nursery:
             chirp = Chirp(config, transport or TCPTransport(), rng or random.Random(), nursery)
             await chirp._start()
             try:
                 yield chirp
-            finally:
-                await chirp.aclose()
-                nursery.cancel_scope.cancel()
+            except BaseException as exc:
+                # Kept aside, not raised into our nursery, so it is not wrapped in a group.
+                body_error = exc
+            if body_error is None:
+                try:
+                    await chirp.aclose()
+                except BaseException as exc:
+                    close_error = exc
+            else:
+                chirp._close_now()
+            nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        unwrapped = _single_exception(group)
-        if unwrapped is None:
-            raise
-    if unwrapped is not None:
-        raise unwrapped
+        internal = group
+    raise_after_node(body_error or close_error, internal)
+
+
+def raise_after_node(own: BaseException | None, internal: BaseExceptionGroup[BaseException] | None) -> None:
+    """Raise what leaves ``open_chirp``: the block's own exception as it was, unless the node crashed.
+
+    ``internal`` is what the node's nursery raised: crashed node tasks (bugs, a port
+    that cannot be bound) and Cancelled from an outer scope that reached the nursery's
+    exit. A crash is raised unwrapped when it is alone; the block's own Cancelled is
+    then the node's doing and is dropped, any other exception of the block joins it.
+    """
+    crashed = None if internal is None else internal.split(trio.Cancelled)[1]
+    if crashed is not None:
+        if own is None or isinstance(own, trio.Cancelled):
+            raise _single_exception(crashed) or crashed
+        raise BaseExceptionGroup("trio_chirp node crashed while its block raised", [*crashed.exceptions, own])
+    if own is not None:
+        raise own
+    if internal is not None:
+        raise _first_leaf(internal)  # an outer cancellation that reached the nursery's exit
 
 
 async def serve_chirp(
@@ -592,7 +758,12 @@ async def serve_chirp(
     rng: random.Random | None = None,
     task_status: trio.TaskStatus[Chirp] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a node until cancelled; for ``chirp = await nursery.start(serve_chirp, config)``."""
+    """Run a node until cancelled, or until ``await chirp.aclose()`` closed it.
+
+    For ``chirp = await nursery.start(serve_chirp, config)``. Cancelled, it closes at
+    once (sends awaiting ACKs fail with ``ShutdownError``); for a graceful stop call
+    ``await chirp.aclose()`` first, after which this returns by itself.
+    """
     async with open_chirp(config, transport=transport, rng=rng) as chirp:
         task_status.started(chirp)
-        await trio.sleep_forever()
+        await chirp._closed.wait()

@@ -124,6 +124,9 @@ class Remote:
         self.connecting = False
         self.closed = False
         self.last_error: ChirpError | None = None
+        self.last_error_at: float | None = None
+        self.connect_error: ChirpError | None = None
+        """Set while debouncing after a failed connection attempt: sends raise it at once."""
         self.unwritten_async = 0  # async messages accepted and not yet written or failed
         self.async_failures: list[ChirpError] = []
         self.writer_lot = trio.lowlevel.ParkingLot()  # writers wait here for work
@@ -133,6 +136,10 @@ class Remote:
 
     def __repr__(self) -> str:
         return f"<Remote {self.address}:{self.port}>"
+
+    def note_error(self, error: ChirpError) -> None:
+        self.last_error = error
+        self.last_error_at = trio.current_time()
 
     # --- submitting ---------------------------------------------------------------------
     def has_room(self) -> bool:
@@ -214,8 +221,10 @@ class Remote:
         self._serial = (serial + 1) & MAX_SERIAL
         return serial
 
-    def take_batch(self, conn: Connection) -> tuple[list[bytes], list[Outgoing], int] | None:
+    def take_batch(self, conn: Connection) -> tuple[list[bytes], list[Outgoing], int, int] | None:
         """Frames for one coalesced write: all control frames, then data in FIFO order.
+
+        Returns the frames' parts, the data messages, and the number of ACKs and NOOPs.
 
         A synchronous message becomes the one in flight and ends the batch; nothing
         behind it is written until its ACK arrives (FIFO per remote).
@@ -224,14 +233,16 @@ class Remote:
             return None
         parts: list[bytes] = []
         control = self.control
+        noops = 0
         while control:
             identity = control.popleft()
             if identity is ZERO_IDENTITY:
                 self._noop_pending = False
+                noops += 1
                 parts.append(_pack_head(identity, self.next_serial(), 0, 0, TYPE_NOOP))
             else:
                 parts.append(_pack_head(identity, self.next_serial(), 0, 0, TYPE_ACK))
-        control_frames = len(parts)
+        acks = len(parts) - noops
         outs: list[Outgoing] = []
         queue = self.queue
         size = 0
@@ -266,7 +277,7 @@ class Remote:
             self.room_lot.unpark(count=taken)
         if not parts:
             return None
-        return parts, outs, control_frames + len(outs)
+        return parts, outs, acks, noops
 
     def on_written(self, conn: Connection, outs: list[Outgoing], ack_deadline: float) -> None:
         self.last_activity = trio.current_time()

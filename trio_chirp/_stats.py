@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import final
+from typing import Final, final
 
-__all__ = ["NodeStats", "RemoteStats"]
+__all__ = ["TRAFFIC_COUNTERS", "NodeStats", "RemoteStats"]
+
+TRAFFIC_COUNTERS: Final = (
+    "messages_in",
+    "acks_in",
+    "noops_in",
+    "messages_out",
+    "acks_out",
+    "noops_out",
+    "bytes_in",
+    "bytes_out",
+)
+"""Per-connection counters that the node also sums over connections that have closed."""
 
 
 @final
@@ -27,8 +39,14 @@ class RemoteStats:
     unwritten_async: int
     """Asynchronous messages accepted and not yet written (what ``flush()`` waits for)."""
     reconnect_blocked: bool
+    """Within the reconnect debounce that follows a failure (sends wait or, after a
+    failed connection attempt, fail at once)."""
     slots_in_use: int
     """Receive slots held by the application across this remote's connections."""
+    last_error: str | None
+    """The most recent failure with this remote (a connection's or a send's), as text."""
+    last_error_at: float | None
+    """When ``last_error`` happened, in ``trio.current_time()``."""
 
 
 @final
@@ -47,11 +65,29 @@ class NodeStats:
     in_flight: int
     undelivered: int
     """Received messages waiting for ``receive()``."""
-    frames_in: int
-    frames_out: int
+    messages_in: int
+    """Data frames received (every frame but ACK and NOOP)."""
+    messages_out: int
+    """Data frames written."""
+    acks_in: int
+    acks_out: int
+    noops_in: int
+    noops_out: int
     bytes_in: int
     bytes_out: int
     messages_lost: int
-    """Asynchronous messages accepted but never written (each also logged)."""
+    """Asynchronous messages accepted but never written (logged, rate-limited)."""
     errors: Mapping[str, int]
-    """Connection failures counted by exception class name."""
+    """Connection failures (including failed connection attempts) by exception class name."""
+    send_errors: Mapping[str, int]
+    """``send()`` calls that raised a ``ChirpError``, by class name; counted before it is raised."""
+
+    @property
+    def frames_in(self) -> int:
+        """Every frame received: messages, ACKs and NOOPs."""
+        return self.messages_in + self.acks_in + self.noops_in
+
+    @property
+    def frames_out(self) -> int:
+        """Every frame written: messages, ACKs and NOOPs."""
+        return self.messages_out + self.acks_out + self.noops_out

@@ -14,3 +14,7 @@ from ._stream import MemoryStream as MemoryStream
 from ._stream import StreamStats as StreamStats
 
 __all__ = ["MemoryNetwork", "MemoryStream", "MemoryTransport", "StreamStats"]
+
+from .. import _fix_module_names
+
+_fix_module_names(globals(), __name__)
