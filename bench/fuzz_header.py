@@ -157,7 +157,10 @@ def reference(header: bytes) -> ChirpMeta | None:
             if not (_is_str(kind, 64) and _is_str(text, 1024) and _is_str(hop, 64)):
                 return None
             error = ErrorInfo(kind, text, hop)  # type: ignore[arg-type]
-        return ChirpMeta(meta.remaining, hops, dest, error)
+        request = fields.get("rq", False)
+        if type(request) is not bool:
+            return None
+        return ChirpMeta(meta.remaining, hops, dest, error, request)
     except _Refused:
         return None
 

@@ -20,6 +20,7 @@ from trio_chirp._errors import (
     MessageInUseError,
     MessageTooLargeError,
     ProtocolError,
+    RemoteError,
     ShutdownError,
     TLSError,
 )
@@ -37,6 +38,7 @@ BASES: dict[type[Exception], tuple[type[Exception], ...]] = {
     TLSError: (ChirpError,),
     ShutdownError: (ChirpError,),
     MessageInUseError: (ChirpError, RuntimeError),
+    RemoteError: (ChirpError,),
 }
 
 

@@ -19,10 +19,15 @@ PUBLIC = {
     "MessageTooLargeError",
     "NodeStats",
     "ProtocolError",
+    "RemoteError",
     "RemoteStats",
+    "Router",
+    "RouterStats",
     "ShutdownError",
     "TLSError",
     "Transport",
+    "WorkerStats",
+    "Workers",
     "open_chirp",
     "serve_chirp",
     "testing",  # the subpackage, once imported
@@ -35,7 +40,16 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
 
 
 def test_public_classes_are_final_where_subclassing_makes_no_sense() -> None:
-    for cls in (trio_chirp.Chirp, trio_chirp.Config, trio_chirp.Message, trio_chirp.NodeStats):
+    for cls in (
+        trio_chirp.Chirp,
+        trio_chirp.Config,
+        trio_chirp.Message,
+        trio_chirp.NodeStats,
+        trio_chirp.Router,
+        trio_chirp.RouterStats,
+        trio_chirp.Workers,
+        trio_chirp.WorkerStats,
+    ):
         assert getattr(cls, "__final__", False), cls
 
 

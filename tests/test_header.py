@@ -57,6 +57,7 @@ metas = st.builds(
     hops=st.integers(0, 255),
     destination=st.none() | st.tuples(st.text(max_size=45), st.integers(1, 65535)),
     error=st.none() | errors,
+    request=st.booleans(),
 )
 
 

@@ -23,6 +23,7 @@ from trio_chirp import (
     NodeStats,
     ShutdownError,
     TLSError,
+    Transport,
     open_chirp,
     serve_chirp,
 )
@@ -330,6 +331,7 @@ async def test_refused_connect_fails_waiting_sends_at_once_and_during_the_deboun
             assert stats.remotes[0].reconnect_blocked
             # After the debounce the peer, back now, is reached by the next send.
             await trio.sleep(0.05)
+            await trio.testing.wait_all_tasks_blocked()  # the debounce task has run
             await a.send(to(B, b"back"), synchronous=False)
             msg = await b.receive()
             assert msg.data == b"back"
@@ -502,3 +504,105 @@ async def test_a_failed_send_is_in_the_statistics_before_it_raises(autojump_cloc
             assert remote.last_error == str(error)
             assert remote.last_error_at == pytest.approx(2.0)
         nursery.cancel_scope.cancel()
+
+
+# --- regressions found by attacking the above -------------------------------------------------
+
+
+class _BuggyTransport(Transport):
+    """Its connect() has a bug: a RuntimeError, which must crash the node, unwrapped."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    async def connect(self, address: str, port: int) -> trio.abc.Stream:
+        await trio.sleep(0.1)
+        raise RuntimeError("transport bug")
+
+    async def serve(self, **kwargs: Any) -> None:
+        await self.inner.serve(**kwargs)
+
+
+@pytest.mark.parametrize("with_nursery", [False, True])
+async def test_a_node_crash_comes_out_bare_without_the_blocks_cancellation(
+    with_nursery: bool, autojump_clock: trio.abc.Clock
+) -> None:
+    net = MemoryNetwork()
+    config = Config(port=PORT, disable_encryption=True)
+    with pytest.raises(RuntimeError, match="transport bug") as info:  # noqa: PT012
+        async with open_chirp(config, transport=_BuggyTransport(net.host(A))) as chirp:
+            await chirp.send(to(B), synchronous=False)
+            if with_nursery:  # the block's nursery is cancelled too: its Cancelled group is ours
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(chirp.receive)
+                    nursery.start_soon(trio.sleep_forever)
+            else:
+                await chirp.receive()
+    assert info.value.__context__ is None
+    printed = "".join(traceback.format_exception(info.value))
+    assert "During handling" not in printed
+    assert "Cancelled" not in printed
+
+
+async def test_a_refused_dial_does_not_fail_sends_once_the_peers_own_connection_attached(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    net.set_latency(A, B, 0.2)
+    async with node(net, A) as a, node(net, B) as b, trio.open_nursery() as nursery:
+        for chirp in (a, b):
+            nursery.start_soon(_release_all, chirp)
+        net.refuse(B, PORT)  # B is up; only its listener refuses A
+        nursery.start_soon(b.send, to(A))  # B's own connection to A attaches at 0.6 s
+        await trio.sleep(0.3)
+        nursery.start_soon(a.send, to(B))  # A's dial is refused at 0.7 s: B's link carries it
+        await trio.sleep(0.42)  # 0.72 s: within the 50 ms debounce after the refusal
+        (remote,) = [r for r in a.statistics().remotes if r.address == B]
+        assert (remote.connected, remote.reconnect_blocked) == (True, True)
+        await a.send(to(B), synchronous=False)  # connected: no CannotConnectError
+        await a.send(to(B))
+        assert a.statistics().send_errors == {}
+        nursery.cancel_scope.cancel()
+
+
+async def _release_all(chirp: Chirp) -> None:
+    async for msg in chirp:
+        msg.release()
+
+
+async def test_still_connecting_timeouts_do_not_chain_each_other(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    net.host(B)
+    net.black_hole(B)
+    errors: list[ChirpTimeoutError] = []
+    async with node(net, A, timeout=1.0) as a:
+
+        async def send() -> None:
+            with pytest.raises(ChirpTimeoutError, match="still connecting") as info:
+                await a.send(to(B))
+            errors.append(info.value)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(send)
+                await trio.sleep(0.1)
+    assert len(errors) == 20
+    for error in errors:
+        assert not isinstance(error.__cause__, ChirpTimeoutError) or error.__cause__.__cause__ is None
+        assert len(str(error)) < 300
+
+
+async def test_a_pending_log_summary_is_written_when_the_node_closes(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    net = MemoryNetwork()
+    net.host(B)
+    net.refuse(B)
+    async with node(net, A) as a:
+        for _ in range(5):
+            with pytest.raises(CannotConnectError):
+                await a.send(to(B))
+            await trio.sleep(0.1)
+    assert _node_warnings(caplog)[1:] == [
+        f"4 more CannotConnectError connection failures with {B} in the last 10 s"
+    ]

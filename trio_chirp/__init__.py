@@ -8,6 +8,7 @@ from ._errors import ConnectionLostError as ConnectionLostError
 from ._errors import MessageInUseError as MessageInUseError
 from ._errors import MessageTooLargeError as MessageTooLargeError
 from ._errors import ProtocolError as ProtocolError
+from ._errors import RemoteError as RemoteError
 from ._errors import ShutdownError as ShutdownError
 from ._errors import TLSError as TLSError
 from ._message import Message as Message
@@ -16,16 +17,21 @@ __version__ = "0.1.0"
 from ._node import Chirp as Chirp
 from ._node import open_chirp as open_chirp
 from ._node import serve_chirp as serve_chirp
+from ._router import Router as Router
+from ._router import RouterStats as RouterStats
 from ._stats import NodeStats as NodeStats
 from ._stats import RemoteStats as RemoteStats
 from ._transport import Transport as Transport
+from ._workers import Workers as Workers
+from ._workers import WorkerStats as WorkerStats
 
 
 def _fix_module_names(namespace: dict[str, object], public: str) -> None:
-    """Show public classes as ``trio_chirp.X`` in tracebacks and reprs, as Trio does for its own."""
+    """Show public classes and functions as ``trio_chirp.X`` in tracebacks and reprs, as Trio does."""
     for value in list(namespace.values()):
         module = getattr(value, "__module__", None)
-        if isinstance(value, type) and isinstance(module, str) and module.startswith(f"{public}._"):
+        public_kind = isinstance(value, type) or callable(value)
+        if public_kind and isinstance(module, str) and module.startswith(f"{public}._"):
             value.__module__ = public
 
 

@@ -90,6 +90,9 @@ class Config:
     """Messages that may wait per remote before ``send()`` waits for room (libchirp: unbounded)."""
     handshake_timeout: float = 0.0
     """Seconds an incoming connection has to complete TLS and chirp handshakes; 0 = connect timeout."""
+    header_map: bool = True
+    """Add trio_chirp's msgpack map to empty headers (deadlines, requests, routing, error responses);
+    False leaves every header exactly as the application gave it (for peers that must see that)."""
 
     def __post_init__(self) -> None:
         _check_int("port", self.port, 0, 65535, "0 (pick a free port) or 1025..65535")

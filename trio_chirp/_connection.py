@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from ._errors import ChirpError, ChirpTimeoutError, ConnectionLostError, ShutdownError
+from ._header import ChirpMeta
+from ._header import split as split_header
 from ._message import Message
 from ._protocol import NEED_DATA, DataFrame, FrameHead, FrameParser, Handshake, encode_handshake
 from ._remote import Outgoing, Remote, lost_error
@@ -146,6 +148,7 @@ class Connection:
         return f"<Connection {direction} {self.peer_address}:{self.peer_port or '?'}>"
 
     # --- lifecycle ---------------------------------------------------------------------
+    @trio.lowlevel.enable_ki_protection
     async def run(self) -> None:
         """Serve the stream until it fails or is closed; then report to the node."""
         try:
@@ -176,6 +179,7 @@ class Connection:
         if self._nursery_scope is not None:
             self._nursery_scope.cancel()
 
+    @trio.lowlevel.enable_ki_protection
     async def _guard(self, task: Callable[[], Awaitable[None]]) -> None:
         try:
             await task()
@@ -194,6 +198,7 @@ class Connection:
         deliver = self.node._deliver
         release = self._release
         timeout = self.config.timeout
+        head_time = 0.0
         while True:
             event = parser.next_event()
             if event is NEED_DATA:
@@ -219,6 +224,7 @@ class Connection:
                 assert isinstance(event, FrameHead)
                 if event.is_message:
                     self.messages_in += 1
+                    head_time = trio.current_time()  # msg.deadline counts from here
                     await self.slots.acquire()
                 elif event.is_noop:
                     self.noops_in += 1
@@ -238,17 +244,28 @@ class Connection:
                 assert self.peer_identity is not None
                 now = trio.current_time()
                 self.last_activity = remote.last_activity = now
+                header = event.header
+                meta: ChirpMeta | None = None
+                msg_deadline: float | None = None
+                if header and header[0] >> 4 == 8:  # a msgpack fixmap: maybe our map
+                    header, meta, malformed = split_header(header)
+                    if malformed:
+                        self.node._on_bad_header(self)
+                    elif meta is not None and meta.remaining is not None:
+                        msg_deadline = head_time + meta.remaining
                 deliver(
                     Message._received(
                         head.identity,
                         head.serial,
-                        event.header,
+                        header,
                         event.data,
                         remote.address,
                         remote.port,
                         self.peer_identity,
                         head.requests_ack,
                         release,
+                        msg_deadline,
+                        meta,
                     )
                 )
             else:

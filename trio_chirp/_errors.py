@@ -18,6 +18,7 @@ __all__ = [
     "MessageInUseError",
     "MessageTooLargeError",
     "ProtocolError",
+    "RemoteError",
     "ShutdownError",
     "TLSError",
 ]
@@ -65,3 +66,27 @@ class ShutdownError(ChirpError):
 
 class MessageInUseError(ChirpError, RuntimeError):
     """The same ``Message`` object is already being sent; libchirp's ``CH_USED``."""
+
+
+class RemoteError(ChirpError):
+    """A trio_chirp hop downstream reported that it could not deliver or handle the message.
+
+    Raised at once by the ``send()`` or ``request()`` it answers (an *error response*,
+    docs/requests.md), instead of a timeout. ``hop`` names the node that failed
+    (``"address:port"`` or a description), ``kind`` the class of its failure (e.g.
+    ``"ChirpTimeoutError"``, ``"ValueError"`` for a handler that raised), ``text`` its
+    message. libchirp peers never send one.
+    """
+
+    def __init__(self, message: str, *, hop: str = "", kind: str = "", text: str = "") -> None:
+        super().__init__(message)
+        self.hop = hop
+        self.kind = kind
+        self.text = text
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_remote_error, (str(self), self.hop, self.kind, self.text))
+
+
+def _remote_error(message: str, hop: str, kind: str, text: str) -> RemoteError:
+    return RemoteError(message, hop=hop, kind=kind, text=text)

@@ -32,6 +32,9 @@ Every key after the marker is optional:
 ``"error"`` ({"type": str <= 64 chars, "text": str <= 1024 chars, "hop": str <= 64 chars})
     The message is an error response: which class of failure (``type``), its message
     (``text``) and which hop (``"addr:port"``) failed.
+``"rq"`` (bool, only ``true`` is written)
+    The message is a ``request()``: its sender waits for a response, so a hop that fails
+    answers it with an error response even when it asked for no ACK. Omitted when false.
 
 Unknown keys (str) are ignored, whatever their value, so a later version can add keys
 without older peers discarding the rest. The version is an int >= 1; a higher version is
@@ -130,6 +133,8 @@ class ChirpMeta:
     hops: int = 0
     destination: tuple[str, int] | None = None
     error: ErrorInfo | None = None
+    request: bool = False
+    """The sender waits for a response (``request()``)."""
 
 
 # -- encoding --------------------------------------------------------------------------------
@@ -179,7 +184,13 @@ def encode(meta: ChirpMeta) -> bytes:
     remaining = meta.remaining
     hops = meta.hops
     if remaining is not None:
-        if not hops and meta.destination is None and meta.error is None and 0.0 <= remaining <= MAX_REMAINING:
+        if (
+            not hops
+            and meta.destination is None
+            and meta.error is None
+            and not meta.request
+            and 0.0 <= remaining <= MAX_REMAINING
+        ):
             return _DL_ONLY.pack(_DL_ONLY_PREFIX, remaining)  # the common case, see _DL_ONLY_PREFIX
         remaining = _remaining_for_wire(remaining)
 
@@ -204,6 +215,8 @@ def encode(meta: ChirpMeta) -> bytes:
             "text": _clean(err.text, MAX_ERROR_TEXT),
             "hop": _clean(err.hop, MAX_ERROR_KIND),
         }
+    if meta.request:
+        fields["rq"] = True
     return msgpack.packb(fields, use_bin_type=True, use_single_float=False)
 
 
@@ -225,6 +238,7 @@ def add_to_header(user_header: bytes, meta: ChirpMeta) -> bytes | None:
         hops=meta.hops or old.hops,
         destination=old.destination if meta.destination is None else meta.destination,
         error=old.error if meta.error is None else meta.error,
+        request=meta.request or old.request,
     )
     return encode(merged)
 
@@ -331,7 +345,11 @@ def _validate(obj: Any) -> ChirpMeta | None:
             return None
         error = ErrorInfo(kind, text, hop)
 
-    return ChirpMeta(remaining, hops, destination, error)
+    request = fields.get("rq", False)
+    if type(request) is not bool:
+        return None
+
+    return ChirpMeta(remaining, hops, destination, error, request)
 
 
 def split(header: bytes) -> tuple[bytes, ChirpMeta | None, bool]:

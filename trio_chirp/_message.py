@@ -17,15 +17,24 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
-from typing import final
+from types import TracebackType
+from typing import TYPE_CHECKING, final
 
 from ._protocol import IDENTITY_SIZE
+
+if TYPE_CHECKING:
+    from ._header import ChirpMeta
 
 __all__ = ["Message"]
 
 Buffer = bytes | bytearray | memoryview
 
 ReleaseHook = Callable[["Message", bool], None]
+
+SendOptions = tuple["ChirpMeta | None", bool, bool]
+"""Set by trio_chirp's own senders (requests, replies, routers) on messages they send:
+fields for our header map, whether ``send()`` waits until the frame is written, and
+whether the caller's deadline may travel. Applications never set it; theirs is None."""
 
 
 def _as_bytes(name: str, value: Buffer) -> bytes:
@@ -40,9 +49,15 @@ def _as_bytes(name: str, value: Buffer) -> bytes:
 class Message:
     """One chirp message: ``data``, an optional ``header`` and where it goes or came from.
 
-    New messages get a random 16-byte ``identity``. ``serial``, ``remote_identity`` and
-    ``ack_requested`` are set on received messages (and ``serial`` on sent ones once
-    written). ``address`` is an IP literal and ``port`` the peer's *listening* port.
+    New messages get a random 16-byte ``identity``. ``serial``, ``remote_identity``,
+    ``ack_requested`` and ``deadline`` are set on received messages (and ``serial`` on
+    sent ones once written). ``address`` is an IP literal and ``port`` the peer's
+    *listening* port. ``destination`` is the final ``(address, port)`` a producer names
+    for a router (it travels in trio_chirp's header map; see docs/requests.md).
+
+    A received message is a context manager: ``with msg:`` releases it with ACK on a
+    normal exit and without ACK on an exception or cancellation, so the sender never sees
+    success for work that failed.
     """
 
     __slots__ = (
@@ -50,9 +65,13 @@ class Message:
         "_data",
         "_header",
         "_in_use",
+        "_meta",
         "_release_hook",
+        "_send_opts",
         "ack_requested",
         "address",
+        "deadline",
+        "destination",
         "identity",
         "port",
         "remote_identity",
@@ -66,6 +85,7 @@ class Message:
         header: Buffer = b"",
         address: str | None = None,
         port: int | None = None,
+        destination: tuple[str, int] | None = None,
     ) -> None:
         self._data = _as_bytes("data", data)
         self._header = _as_bytes("header", header)
@@ -75,6 +95,11 @@ class Message:
         self.serial: int | None = None
         self.remote_identity: bytes | None = None
         self.ack_requested = False
+        self.deadline: float | None = None
+        """On a received message: when the sender's deadline passes, in ``trio.current_time()``."""
+        self.destination = destination
+        self._meta: ChirpMeta | None = None
+        self._send_opts: SendOptions | None = None
         self._release_hook: ReleaseHook | None = None
         self._in_use = False
 
@@ -90,6 +115,8 @@ class Message:
         remote_identity: bytes,
         ack_requested: bool,
         release_hook: ReleaseHook,
+        deadline: float | None = None,
+        meta: ChirpMeta | None = None,
     ) -> Message:
         """A message built from a frame: no random identity drawn, fields set directly."""
         msg = cls.__new__(cls)
@@ -101,6 +128,10 @@ class Message:
         msg.serial = serial
         msg.remote_identity = remote_identity
         msg.ack_requested = ack_requested
+        msg.deadline = deadline
+        msg.destination = None if meta is None else meta.destination
+        msg._meta = meta
+        msg._send_opts = None
         msg._release_hook = release_hook
         msg._in_use = False
         return msg
@@ -136,6 +167,22 @@ class Message:
         hook, self._release_hook = self._release_hook, None
         if hook is not None:
             hook(self, ack)
+
+    def __enter__(self) -> Message:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Release with ACK on a normal exit, without ACK on an exception or cancellation.
+
+        After a successful ``reply()`` the message is already released (with ACK); an
+        exception later in the block cannot take that ACK back.
+        """
+        self.release(ack=exc_type is None)
 
     def __del__(self) -> None:
         hook = getattr(self, "_release_hook", None)

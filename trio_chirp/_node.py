@@ -16,10 +16,11 @@ import random
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Final, final
+from typing import Final, NoReturn, final
 
 import trio
 
+from . import _requests
 from ._config import Config
 from ._connection import Connection
 from ._errors import (
@@ -31,10 +32,12 @@ from ._errors import (
     ShutdownError,
     TLSError,
 )
+from ._header import ChirpMeta, ErrorInfo
 from ._message import Message
 from ._protocol import IDENTITY_SIZE, ZERO_IDENTITY, Handshake, check_frame_lengths
 from ._ratelimit import LogLimiter
 from ._remote import Outgoing, OutgoingState, Remote, RemoteKey, lost_error
+from ._requests import RequestTable, remote_error
 from ._stats import TRAFFIC_COUNTERS, NodeStats, RemoteStats
 from ._tcp import TCPTransport
 from ._transport import Transport
@@ -121,6 +124,9 @@ class Chirp:
         self._log_limiter = LogLimiter()
         self._summary_timer = False
         self._lost = 0
+        self._requests = RequestTable(remember_for=config.timeout)
+        self._error_responses_in = self._error_responses_out = self._unmatched_error_responses = 0
+        self._header_errors = 0
         self._peak_slots = 0
         self._closed_totals: Counter[str] = Counter()  # TRAFFIC_COUNTERS of closed connections
         self._unyielded = 0  # fast-path sends/receives since the last schedule point
@@ -133,6 +139,7 @@ class Chirp:
         self.port = await self._nursery.start(self._serve)
         self._nursery.start_soon(self._collect_garbage)
 
+    @trio.lowlevel.enable_ki_protection
     async def _serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         with self._listen_scope:
             await self._transport.serve(
@@ -199,6 +206,7 @@ class Chirp:
         remote.connecting = True
         self._nursery.start_soon(self._dial, remote)
 
+    @trio.lowlevel.enable_ki_protection
     async def _dial(self, remote: Remote) -> None:
         deadline = trio.current_time() + self.config.connect_timeout
         stream: trio.abc.Stream | None = None
@@ -292,7 +300,7 @@ class Chirp:
 
     def _on_remote_failure(self, remote: Remote, cause: ChirpError) -> None:
         """Debounce reconnects (7.5); queued messages stay until their own deadline (our fix of 7.4)."""
-        remote.note_error(cause)
+        remote.note_error(cause, connection=True)
         remote.expire_queued(trio.current_time(), lambda out: self._send_timeout(remote, out))
         self._block(remote)
 
@@ -303,7 +311,7 @@ class Chirp:
         with the error, and so does every send during the debounce that follows. Only a
         connect that times out leaves messages queued until their own deadline.
         """
-        remote.note_error(error)
+        remote.note_error(error, connection=True)
         remote.connect_error = error
         remote.fail_all_queued(lambda: copy_error(error))
         self._block(remote)
@@ -318,6 +326,7 @@ class Chirp:
             self._debouncing = True
             self._nursery.start_soon(self._debounce)
 
+    @trio.lowlevel.enable_ki_protection
     async def _debounce(self) -> None:
         await trio.sleep(DEBOUNCE_BASE + self._rng.uniform(0.0, DEBOUNCE_JITTER))
         self._debouncing = False
@@ -358,6 +367,7 @@ class Chirp:
             self._summary_timer = True
             self._nursery.start_soon(self._summarise_repeats)
 
+    @trio.lowlevel.enable_ki_protection
     async def _summarise_repeats(self) -> None:
         """The limiter's timer: one summary line per repeating failure when its window ends."""
         limiter = self._log_limiter
@@ -370,12 +380,56 @@ class Chirp:
             self._summary_timer = False
 
     def _deliver(self, message: Message) -> None:
+        """A received message: an error response, an awaited response, or the application's."""
+        meta = message._meta
+        if meta is not None and meta.error is not None:
+            self._on_error_response(message, meta.error)
+            return
+        if self._requests.active and self._requests.offer(message):
+            return
         try:
             self._incoming_send.send_nowait(message)
         except trio.ClosedResourceError:
             message.release(ack=False)
 
+    def _on_error_response(self, message: Message, info: ErrorInfo) -> None:
+        """Fail what it answers at once: the synchronous send in flight, or a request; never delivered."""
+        self._error_responses_in += 1
+        assert message.address is not None
+        assert message.port is not None
+        remote = self._remotes.get((message.address, message.port))
+        if remote is not None and remote.on_error_response(message.identity, remote_error(info)):
+            message.release()
+            return
+        if self._requests.active and self._requests.offer(message):
+            return
+        self._unmatched_error_responses += 1
+        self._log_limited(
+            message.address,
+            "unmatched error response",
+            "error responses that matched nothing",
+            "error response %s from %s:%d matched no waiting send or request: %s: %s",
+            message.identity.hex(),
+            message.address,
+            message.port,
+            info.kind,
+            info.text,
+        )
+        message.release()
+
+    def _on_bad_header(self, conn: Connection) -> None:
+        """A header that starts like our map but is not a valid one: delivered untouched, counted."""
+        self._header_errors += 1
+        self._log_limited(
+            conn.peer_address,
+            "bad header map",
+            "malformed trio_chirp header maps",
+            "%r sent a malformed trio_chirp header map; the message is delivered with its header untouched",
+            conn,
+        )
+
     # --- garbage collection -------------------------------------------------------------
+    @trio.lowlevel.enable_ki_protection
     async def _collect_garbage(self) -> None:
         reuse = self.config.effective_reuse_time
         while True:
@@ -421,21 +475,52 @@ class Chirp:
             if message._in_use:
                 raise MessageInUseError(f"{message!r} is already being sent")
             sync = self.config.synchronous if synchronous is None else synchronous
-            deadline = trio.current_time() + self.config.timeout
-            out = Outgoing(message, sync, deadline)
+            timeout_at = trio.current_time() + self.config.timeout
+            out = self._outgoing(message, sync, timeout_at)
             remote = self._get_remote(key)
-            if remote.connect_error is not None:
+            if remote.connect_error is not None and remote.current is None:
                 raise copy_error(remote.connect_error)
-            if not sync and not remote.closed and remote.has_room() and not len(remote.room_lot):
+            if (
+                not sync
+                and not out.confirm
+                and not remote.closed
+                and remote.has_room()
+                and not remote.room_lot
+            ):
                 # Fast path: accepted at once. Yielding only every YIELD_EVERY sends lets the
                 # writer coalesce what a tight loop queues into one write.
                 remote.enqueue(out)
                 await self._maybe_yield()
                 return
-            await self._send_waiting(remote, key, out, deadline)
+            await self._send_waiting(remote, key, out, timeout_at)
         except ChirpError as error:
             self._note_send_error(remote, error)
             raise
+
+    def _outgoing(self, message: Message, sync: bool, timeout_at: float) -> Outgoing:
+        """Capture a send: its deadline, and what our header map carries (docs/deadlines.md).
+
+        Only a deadline from the caller's cancel scope travels (as the sooner of it and
+        ``config.timeout``); ``config.timeout`` alone adds nothing to the wire.
+        """
+        deadline = timeout_at
+        caller = trio.current_effective_deadline()
+        travel: float | None = None
+        if caller != math.inf:
+            deadline = min(caller, timeout_at)
+            travel = deadline
+        opts = message._send_opts
+        meta: ChirpMeta | None = None
+        confirm = False
+        if opts is not None:
+            meta, confirm, may_travel = opts
+            if not may_travel:
+                travel = None
+        if not self.config.header_map:
+            return Outgoing(message, sync, deadline, None, None, confirm)
+        if meta is None and (travel is not None or message.destination is not None):
+            meta = ChirpMeta(destination=message.destination)
+        return Outgoing(message, sync, deadline, travel, meta, confirm)
 
     async def _send_waiting(self, remote: Remote, key: RemoteKey, out: Outgoing, deadline: float) -> None:
         """The slow path of ``send()``: wait for queue room and, if synchronous, the ACK."""
@@ -449,10 +534,10 @@ class Chirp:
                     if self._closing:
                         raise ShutdownError(f"{self} closed while {message!r} waited for queue room")
                     remote = self._get_remote(key)
-                    if remote.connect_error is not None:
+                    if remote.connect_error is not None and remote.current is None:
                         raise copy_error(remote.connect_error)
                 remote.enqueue(out)
-                if not out.synchronous:
+                if not out.synchronous and not out.confirm:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return
                 await out.wait()
@@ -487,7 +572,7 @@ class Chirp:
         timeout = self.config.timeout
         if out.state is OutgoingState.QUEUED or out.state is OutgoingState.NEW:
             if remote.current is None:
-                last = remote.last_error
+                last = remote.last_connection_error
                 detail = f"; last attempt: {last}" if last is not None else ""
                 error = ChirpTimeoutError(
                     f"send to {where} timed out after {timeout}s still connecting{detail}"
@@ -501,6 +586,32 @@ class Chirp:
         if out.state is OutgoingState.WRITING:
             return ChirpTimeoutError(f"send to {where} timed out after {timeout}s while being written")
         return ChirpTimeoutError(f"send to {where}: no ACK within timeout={timeout}s")
+
+    async def request(
+        self, message: Message, *, synchronous: bool | None = None, auto_release: bool = True
+    ) -> Message:
+        """Send ``message`` and return the response: a message with its identity from that peer.
+
+        Synchronous (the node's mode unless overridden): the request asks for an ACK and
+        keeps the remote's one-in-flight place until it arrives; a peer following the rule
+        has sent the response before the ACK. Asynchronous: no ACK, the response alone
+        completes it, so many requests may be in flight to one peer. The deadline is the
+        sooner of the caller's cancel scope and ``config.timeout``; it travels to the peer
+        (``msg.deadline``) in our header map. The response's slot is released unless
+        ``auto_release=False``. A trio_chirp hop that cannot deliver it answers with an
+        error response, raised here as ``RemoteError``. See docs/requests.md.
+        """
+        return await _requests.request(self, message, synchronous=synchronous, auto_release=auto_release)
+
+    async def reply(self, request: Message, data: bytes, *, header: bytes = b"") -> None:
+        """Answer a received ``request``: write the response, then release the request with ACK.
+
+        Returns once the response is handed to the OS and the request is released, so the
+        ACK follows the response on the wire. Runs under the request's deadline
+        (``ChirpTimeoutError`` when it passes first); if the write fails or is cancelled,
+        the request is released without ACK and the error propagates.
+        """
+        await _requests.reply(self, request, data, header=header)
 
     async def _maybe_yield(self) -> None:
         self._unyielded += 1
@@ -602,6 +713,15 @@ class Chirp:
             in_flight=sum(r.in_flight is not None for r in self._remotes.values()),
             undelivered=self._incoming_recv.statistics().current_buffer_used,
             messages_lost=self._lost,
+            requests_pending=len(self._requests),
+            requests_completed=self._requests.completed,
+            requests_failed=self._requests.failed,
+            late_responses=self._requests.late_responses,
+            acks_before_response=self._requests.acks_before_response,
+            error_responses_in=self._error_responses_in,
+            error_responses_out=self._error_responses_out,
+            unmatched_error_responses=self._unmatched_error_responses,
+            header_errors=self._header_errors,
             errors=dict(self._errors),
             send_errors=dict(self._send_errors),
             **traffic,
@@ -645,6 +765,9 @@ class Chirp:
     def _finish_close(self) -> None:
         if self._closed.is_set():
             return
+        if self._log_limiter.pending:  # a short-lived node still reports what it summarised
+            for line in self._log_limiter.summarise():
+                logger.warning("%s", line)
         for remote in self._remotes.values():
             remote.close()
         for conn in list(self._connections):
@@ -742,13 +865,30 @@ def raise_after_node(own: BaseException | None, internal: BaseExceptionGroup[Bas
     """
     crashed = None if internal is None else internal.split(trio.Cancelled)[1]
     if crashed is not None:
-        if own is None or isinstance(own, trio.Cancelled):
-            raise _single_exception(crashed) or crashed
-        raise BaseExceptionGroup("trio_chirp node crashed while its block raised", [*crashed.exceptions, own])
+        # The block's Cancelled (bare or grouped) came from the node's own scope: dropped.
+        rest = own.split(trio.Cancelled)[1] if isinstance(own, BaseExceptionGroup) else own
+        if rest is None or isinstance(rest, trio.Cancelled):
+            _raise_without_context(_single_exception(crashed) or crashed)
+        _raise_without_context(
+            BaseExceptionGroup("trio_chirp node crashed while its block raised", [*crashed.exceptions, rest])
+        )
     if own is not None:
         raise own
     if internal is not None:
-        raise _first_leaf(internal)  # an outer cancellation that reached the nursery's exit
+        _raise_without_context(_first_leaf(internal))  # an outer cancellation that reached the nursery's exit
+
+
+def _raise_without_context(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` keeping its own ``__context__``.
+
+    ``__aexit__`` runs while the block's exception is being handled, so a new raise would
+    get it as context and print it twice ("During handling of the above exception").
+    """
+    context = exc.__context__
+    try:
+        raise exc
+    finally:
+        exc.__context__ = context
 
 
 async def serve_chirp(

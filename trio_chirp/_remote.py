@@ -15,11 +15,13 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 
 import trio
 
 from ._errors import ChirpError, ChirpTimeoutError, ConnectionLostError, ShutdownError
+from ._header import ChirpMeta, add_to_header
 from ._message import Message
 from ._protocol import FRAME_HEAD_SIZE, TYPE_ACK, TYPE_NOOP, TYPE_REQ_ACK, ZERO_IDENTITY
 from ._protocol.constants import FRAME_HEAD_STRUCT, MAX_SERIAL
@@ -50,6 +52,7 @@ class Outgoing:
     """One accepted ``send()``: the payload captured at submission and how it ended."""
 
     __slots__ = (
+        "confirm",
         "connection",
         "data",
         "deadline",
@@ -57,12 +60,22 @@ class Outgoing:
         "header",
         "identity",
         "message",
+        "meta",
         "state",
         "synchronous",
+        "travel",
         "waiter",
     )
 
-    def __init__(self, message: Message, synchronous: bool, deadline: float) -> None:
+    def __init__(
+        self,
+        message: Message,
+        synchronous: bool,
+        deadline: float,
+        travel: float | None = None,
+        meta: ChirpMeta | None = None,
+        confirm: bool = False,
+    ) -> None:
         self.message = message
         # Captured now: the caller may mutate the message once send() returned.
         self.identity = message.identity
@@ -70,6 +83,12 @@ class Outgoing:
         self.data = message.data
         self.synchronous = synchronous
         self.deadline = deadline
+        self.travel = travel
+        """The deadline that travels in our header map (stamped as remaining time when written)."""
+        self.meta = meta
+        """Our header map's other fields; None: the header goes as the application gave it."""
+        self.confirm = confirm
+        """An asynchronous message whose sender waits until it is written (``reply()``)."""
         self.state = OutgoingState.NEW
         self.error: ChirpError | None = None
         self.connection: Connection | None = None
@@ -124,7 +143,11 @@ class Remote:
         self.connecting = False
         self.closed = False
         self.last_error: ChirpError | None = None
+        """The most recent failure of any kind (for statistics)."""
         self.last_error_at: float | None = None
+        self.last_connection_error: ChirpError | None = None
+        """The most recent failure of a connection or connection attempt: the ``__cause__`` of
+        a "still connecting" timeout (never a send's own error, which would chain them)."""
         self.connect_error: ChirpError | None = None
         """Set while debouncing after a failed connection attempt: sends raise it at once."""
         self.unwritten_async = 0  # async messages accepted and not yet written or failed
@@ -137,9 +160,11 @@ class Remote:
     def __repr__(self) -> str:
         return f"<Remote {self.address}:{self.port}>"
 
-    def note_error(self, error: ChirpError) -> None:
+    def note_error(self, error: ChirpError, *, connection: bool = False) -> None:
         self.last_error = error
         self.last_error_at = trio.current_time()
+        if connection:
+            self.last_connection_error = error
 
     # --- submitting ---------------------------------------------------------------------
     def has_room(self) -> bool:
@@ -210,8 +235,11 @@ class Remote:
 
     def _async_lost(self, out: Outgoing, error: ChirpError) -> None:
         self.unwritten_async -= 1
-        self.async_failures.append(error)
-        self._on_lost(self, out, error)
+        if out.confirm:
+            out.finish(error)  # its sender waits and raises it: not lost silently
+        else:
+            self.async_failures.append(error)
+            self._on_lost(self, out, error)
         if not self.unwritten_async:
             self.flush_lot.unpark_all()
 
@@ -260,6 +288,14 @@ class Remote:
                 self._async_lost(out, ChirpTimeoutError(f"message expired in the queue for {self}"))
                 continue
             header, data = out.header, out.data
+            meta = out.meta
+            if meta is not None:
+                if out.travel is not None:
+                    # Stamped now, as the frame is serialized (a relative duration).
+                    meta = replace(meta, remaining=max(0.0, out.travel - now))
+                mapped = add_to_header(header, meta)
+                if mapped is not None:
+                    header = mapped
             type_ = TYPE_REQ_ACK if out.synchronous else 0
             out.message.serial = serial = self.next_serial()
             parts.append(_pack_head(out.identity, serial, len(data), len(header), type_))
@@ -306,6 +342,23 @@ class Remote:
         self.kick(urgent=True)
         return True
 
+    def on_error_response(self, identity: bytes, error: ChirpError) -> bool:
+        """An error response for the message in flight: fail it now and free its place.
+
+        The place is not kept for the ACK that follows (a trio_chirp hop writes the error
+        response, then releases with ACK): that ACK then matches nothing and is ignored.
+        """
+        out = self.in_flight
+        if out is None or out.identity != identity:
+            return False
+        self.in_flight = None
+        if out.connection is not None:
+            out.connection.disarm_ack_timer()
+        out.finish(error)
+        self.ack_lot.unpark_all()
+        self.kick(urgent=True)
+        return True
+
     # --- connections --------------------------------------------------------------------
     def attach(self, conn: Connection) -> None:
         """The connection whose handshake came last becomes current (2.5)."""
@@ -314,6 +367,7 @@ class Remote:
             self.old.add(previous)
         self.old.discard(conn)
         self.current = conn
+        self.connect_error = None  # reachable after all (e.g. its own dial reached us)
         self.last_activity = trio.current_time()
         self.writer_lot.unpark_all()
 
@@ -334,7 +388,8 @@ class Remote:
                 if out.synchronous:
                     out.finish(cause)
                 else:
-                    out.state = OutgoingState.DONE
+                    if not out.confirm:
+                        out.state = OutgoingState.DONE
                     self._async_lost(out, cause)
 
     def fail_all_queued(self, error_factory: Callable[[], ChirpError]) -> None:

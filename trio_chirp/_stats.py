@@ -77,6 +77,21 @@ class NodeStats:
     bytes_out: int
     messages_lost: int
     """Asynchronous messages accepted but never written (logged, rate-limited)."""
+    requests_pending: int
+    """``request()`` calls waiting for their response."""
+    requests_completed: int
+    requests_failed: int
+    """``request()`` calls that raised a ``ChirpError`` (timeout, error response, ...)."""
+    late_responses: int
+    """Responses that came after their request gave up: released, never delivered."""
+    acks_before_response: int
+    """Synchronous requests whose ACK came before the response (the peer broke the rule)."""
+    error_responses_in: int
+    error_responses_out: int
+    unmatched_error_responses: int
+    """Error responses that matched no waiting send or request (released, not delivered)."""
+    header_errors: int
+    """Frames whose header started like our map but was malformed (delivered untouched)."""
     errors: Mapping[str, int]
     """Connection failures (including failed connection attempts) by exception class name."""
     send_errors: Mapping[str, int]

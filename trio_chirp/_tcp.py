@@ -171,6 +171,7 @@ class TCPTransport(Transport):
                 listener.close()
 
     @staticmethod
+    @trio.lowlevel.enable_ki_protection
     async def _accept_loop(listener: socket.socket, on_accept: AcceptHandler) -> None:
         while True:
             await trio.lowlevel.wait_readable(listener)

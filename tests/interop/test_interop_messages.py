@@ -27,6 +27,7 @@ from interop_helpers import (
 from peer_process import open_peer
 
 import trio_chirp
+from trio_chirp._header import split as split_header
 
 pytestmark = pytest.mark.interop
 
@@ -97,6 +98,15 @@ async def test_trio_to_libchirp_sizes_and_header(reference_python: Path, sync: b
             events = [await peer.next_event("received", timeout=30) for _ in messages]
 
         for event, msg, (header, data) in zip(events, sent, messages, strict=True):
+            if not header:
+                # Sent under the caller's fail_after(30): our header map carries the deadline,
+                # and a libchirp peer sees the map's bytes (docs/deadlines.md).
+                seen, meta, malformed = split_header(bytes.fromhex(event["header_hex"]))
+                assert (seen, malformed) == (b"", False)
+                assert meta is not None
+                assert meta.remaining is not None
+                assert 0 < meta.remaining <= 30
+                header = bytes.fromhex(event["header_hex"])
             assert_peer_received(event, sender=chirp, data=data, header=header, identity=msg.identity)
             assert event["serial"] == msg.serial  # the serial trio_chirp wrote is what arrived
             assert not event["has_slot"]  # the driver's queue get() released it (AUTO_RELEASE)

@@ -18,3 +18,4 @@ __all__ = ["MemoryNetwork", "MemoryStream", "MemoryTransport", "StreamStats"]
 from .. import _fix_module_names
 
 _fix_module_names(globals(), __name__)
+del _fix_module_names

@@ -1,0 +1,242 @@
+"""Requests and replies: a response goes to the one ``request()`` waiting for it.
+
+libchirp matches a response to a request by identity alone, from any sender. Here a
+response is a message with the request's identity *from the peer the request went to*;
+the node offers every received message to the ``RequestTable`` before queueing it for
+``receive()``, so the waiting task is woken from the reader without a round through the
+application's channel, and routers can catch responses the same way.
+
+A request that gave up (deadline, cancellation) leaves only its identity behind, for a
+bounded time in a bounded table, so a late response is released without reaching the
+application; after that a late response is an ordinary message, as with libchirp.
+
+``reply()`` writes the response before it releases the request, so the ACK follows the
+response on the wire: a synchronous requester that gets the ACK already has its response.
+An *error response* (our header map with an ``error`` key) settles a request or a
+synchronous send at once when a trio_chirp hop downstream cannot deliver it; it is only
+ever sent to a peer whose frame carried our map.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from ._errors import ChirpError, ChirpTimeoutError, MessageInUseError, RemoteError
+from ._header import ChirpMeta, ErrorInfo
+from ._message import Message
+
+if TYPE_CHECKING:
+    from ._node import Chirp
+
+__all__ = ["RequestTable", "remote_error", "reply", "request", "send_error_response"]
+
+logger = logging.getLogger("trio_chirp.requests")
+
+RemoteKey = tuple[str, int]
+
+ABANDONED_CAPACITY: Final = 4096
+"""Identities of requests that gave up, remembered to drop their late responses."""
+
+
+class Pending:
+    """One identity whose response is awaited, by a ``request()`` or by a router."""
+
+    __slots__ = ("error", "event", "key", "on_response", "response")
+
+    def __init__(self, key: RemoteKey, on_response: Callable[[Message], None] | None) -> None:
+        self.key = key
+        self.on_response = on_response
+        """A router's hook: called (in the reader task) with the response, or the error response."""
+        self.response: Message | None = None
+        self.error: RemoteError | None = None
+        self.event = trio.Event()
+
+
+class RequestTable:
+    """Identities awaiting a response, and those recently abandoned (both bounded)."""
+
+    def __init__(self, remember_for: float, capacity: int = ABANDONED_CAPACITY) -> None:
+        self._pending: dict[bytes, Pending] = {}
+        self._abandoned: OrderedDict[bytes, tuple[RemoteKey, float]] = OrderedDict()
+        self._remember_for = remember_for
+        self._capacity = capacity
+        self.completed = 0
+        self.failed = 0
+        self.late_responses = 0
+        self.acks_before_response = 0
+        self.forgotten = 0
+        """Abandoned identities dropped early because the table was full."""
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    @property
+    def active(self) -> bool:
+        """Whether any message could be a response (checked before ``offer`` on every message)."""
+        return bool(self._pending or self._abandoned)
+
+    def expect(
+        self, identity: bytes, key: RemoteKey, on_response: Callable[[Message], None] | None = None
+    ) -> Pending:
+        if identity in self._pending:
+            raise MessageInUseError(f"a response to identity {identity.hex()} is already awaited")
+        self._abandoned.pop(identity, None)
+        pending = self._pending[identity] = Pending(key, on_response)
+        return pending
+
+    def forget(self, identity: bytes, *, abandoned: bool) -> None:
+        """Stop waiting; an abandoned identity's late response is dropped for a while."""
+        pending = self._pending.pop(identity, None)
+        if pending is None or not abandoned:
+            return
+        table = self._abandoned
+        table[identity] = (pending.key, trio.current_time() + self._remember_for)
+        table.move_to_end(identity)
+        while len(table) > self._capacity:
+            table.popitem(last=False)
+            self.forgotten += 1
+
+    def offer(self, message: Message) -> bool:
+        """Take ``message`` if it is an awaited (or abandoned) response; True if taken."""
+        identity = message.identity
+        key = (message.address, message.port)
+        pending = self._pending.get(identity)
+        if pending is not None and pending.key == key:
+            if pending.on_response is not None:
+                del self._pending[identity]
+                pending.on_response(message)
+                return True
+            if pending.response is None and pending.error is None:
+                meta = message._meta
+                if meta is not None and meta.error is not None:
+                    pending.error = remote_error(meta.error)
+                    message.release()
+                else:
+                    pending.response = message
+                pending.event.set()
+                return True
+            return False  # a second response: the application sees it
+        abandoned = self._abandoned.get(identity)
+        if abandoned is None:
+            return False
+        del self._abandoned[identity]
+        if abandoned[0] != key or abandoned[1] < trio.current_time():
+            return False
+        self.late_responses += 1
+        logger.info("late response %s from %s:%d released: its request had given up", identity.hex(), *key)
+        message.release()
+        return True
+
+
+def remote_error(info: ErrorInfo) -> RemoteError:
+    """The exception an error response raises where it lands."""
+    return RemoteError(
+        f"{info.hop} could not deliver the message: {info.kind}: {info.text}",
+        hop=info.hop,
+        kind=info.kind,
+        text=info.text,
+    )
+
+
+def _normalized_key(chirp: Chirp, message: Message) -> RemoteKey:
+    from ._node import _destination  # the node's own validation of (address, port)
+
+    return _destination(message)
+
+
+async def request(
+    chirp: Chirp, message: Message, *, synchronous: bool | None = None, auto_release: bool = True
+) -> Message:
+    """``Chirp.request()``: send ``message`` and return the response from that peer."""
+    await trio.lowlevel.checkpoint_if_cancelled()
+    key = _normalized_key(chirp, message)
+    table = chirp._requests
+    sync = chirp.config.synchronous if synchronous is None else synchronous
+    timeout_at = trio.current_time() + chirp.config.timeout
+    pending = table.expect(message.identity, key)
+    answered = False
+    try:
+        message._send_opts = (ChirpMeta(request=True, destination=message.destination), False, True)
+        try:
+            await chirp.send(message, synchronous=sync)
+        finally:
+            message._send_opts = None
+        if pending.response is None and pending.error is None:
+            if sync:
+                table.acks_before_response += 1  # the peer ACKed first (libchirp's queue API does)
+            with trio.move_on_at(timeout_at):
+                await pending.event.wait()
+        if pending.error is not None:
+            raise pending.error
+        response = pending.response
+        if response is None:
+            raise ChirpTimeoutError(
+                f"request to {key[0]}:{key[1]}: no response within timeout={chirp.config.timeout}s"
+            )
+        answered = True
+    except ChirpError:
+        table.failed += 1
+        raise
+    finally:
+        table.forget(message.identity, abandoned=not answered and pending.response is None)
+        if not answered and pending.response is not None:
+            pending.response.release()  # arrived, but the caller is gone
+    table.completed += 1
+    if auto_release:
+        response.release()
+    await trio.lowlevel.cancel_shielded_checkpoint()
+    return response
+
+
+async def reply(chirp: Chirp, request_msg: Message, data: bytes, *, header: bytes = b"") -> None:
+    """``Chirp.reply()``: write the response, then release the request with ACK."""
+    response = Message(data, header=header, address=request_msg.address, port=request_msg.port)
+    response.identity = request_msg.identity
+    response._send_opts = (None, True, False)  # wait until written; no deadline travels back
+    deadline = math.inf if request_msg.deadline is None else request_msg.deadline
+    try:
+        with trio.move_on_at(deadline) as scope:
+            await chirp.send(response, synchronous=False)
+        if scope.cancelled_caught:
+            raise ChirpTimeoutError(
+                f"reply to {request_msg.address}:{request_msg.port}: the request's deadline passed"
+                " before the response was written"
+            )
+    except BaseException:
+        request_msg.release(ack=False)
+        raise
+    request_msg.release(ack=True)
+
+
+def can_answer_with_error(chirp: Chirp, request_msg: Message) -> bool:
+    """Only a peer whose frame carried our map understands an error response."""
+    return chirp.config.header_map and request_msg._meta is not None
+
+
+async def send_error_response(chirp: Chirp, request_msg: Message, error: BaseException, hop: str) -> bool:
+    """Tell the sender of ``request_msg`` that it failed here; True if one was written.
+
+    The caller then releases ``request_msg`` with ACK: the error response is on the wire
+    first, so the sender's ``send()``/``request()`` fails with ``RemoteError`` at once.
+    """
+    if not can_answer_with_error(chirp, request_msg):
+        await trio.lowlevel.checkpoint()
+        return False
+    meta = request_msg._meta
+    if isinstance(error, RemoteError):  # passed on from further downstream: keep its hop
+        info = ErrorInfo(kind=error.kind, text=error.text, hop=error.hop)
+    else:
+        info = ErrorInfo(kind=type(error).__name__, text=str(error), hop=hop)
+    response = Message(b"", address=request_msg.address, port=request_msg.port)
+    response.identity = request_msg.identity
+    hops = 0 if meta is None else meta.hops
+    response._send_opts = (ChirpMeta(error=info, hops=hops), True, False)
+    await chirp.send(response, synchronous=False)
+    chirp._error_responses_out += 1
+    return True

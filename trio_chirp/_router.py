@@ -1,0 +1,287 @@
+"""Router: forwards messages to their next hop, under the producer's deadline, and responses back.
+
+A router forwarding for a synchronous producer must itself be synchronous, or the
+producer's ACK would mean "the router has it" rather than "the worker has it". So a
+message that asked for an ACK is forwarded synchronously, inside a cancel scope whose
+deadline is the producer's (``msg.deadline``) minus a margin, and the producer's message
+is released with ACK only after the next hop acknowledged; the deadline travels on, so a
+chain of routers keeps the producer's time budget. A message that asked for no ACK is
+forwarded asynchronously.
+
+Responses come back the same way: the router remembers identity -> previous hop (bounded,
+until the deadline) and catches a message with that identity *from the hop it forwarded
+to* before the application channel, writes it to the previous hop, and only then releases
+the producer's request, so the ACK follows the response on that hop too.
+
+When the next hop fails or time runs out, a producer whose frame carried our map gets an
+error response (its ``send()``/``request()`` fails at once with ``RemoteError``); any other
+producer (libchirp, or a plain ``send()`` with no caller deadline) gets its message released
+without ACK, so it never sees success for undelivered work. A hop count in our map ends
+routing loops.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, final
+
+import trio
+
+from ._errors import ChirpError, ChirpTimeoutError, MessageInUseError, ShutdownError
+from ._header import ChirpMeta
+from ._message import Message
+from ._ratelimit import LogLimiter
+from ._requests import send_error_response
+
+if TYPE_CHECKING:
+    from ._node import Chirp
+
+__all__ = ["Route", "Router", "RouterStats", "forward_margin"]
+
+logger = logging.getLogger("trio_chirp.router")
+
+Route = Callable[[Message], "tuple[str, int] | None"]
+
+MAX_HOPS: Final = 8
+"""Routers a message may pass; the next one refuses it (a routing loop)."""
+
+CAPACITY: Final = 4096
+"""Identities remembered for returning responses; when full, the oldest goes (counted)."""
+
+
+def forward_margin(remaining: float) -> float:
+    """Time a router keeps for itself out of the producer's remaining time: min(0.1 s, 10 %)."""
+    return min(0.1, 0.1 * max(remaining, 0.0))
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RouterStats:
+    forwarded: int
+    """Messages the next hop accepted (ACKed, or written when no ACK was asked)."""
+    responses: int
+    """Responses written back to the previous hop."""
+    failed: Mapping[str, int]
+    """Messages that could not be forwarded, by reason."""
+    remembered: int
+    """Identities remembered now, to return responses."""
+    forgotten: int
+    """Identities dropped early because ``CAPACITY`` was reached."""
+
+
+class _Entry:
+    __slots__ = ("deadline", "identity", "prev", "prev_has_map", "returned", "returning")
+
+    def __init__(self, identity: bytes, prev: tuple[str, int], deadline: float, prev_has_map: bool) -> None:
+        self.identity = identity
+        self.prev = prev
+        self.deadline = deadline
+        self.prev_has_map = prev_has_map
+        """Whether the producer's frame carried our map (so it understands error responses)."""
+        self.returning = False
+        self.returned = trio.Event()
+
+
+@final
+class Router:
+    """Forward every message ``chirp`` receives to ``route(msg)``, or the producer's destination.
+
+    ``route`` returns the next hop ``(address, port)``; without it the router uses the
+    ``destination`` the producer named (``Message(..., destination=(address, port))``,
+    carried in our header map). ``route()`` raising or returning None, or no destination,
+    fails that message. ``await nursery.start(router.run)``; runs until cancelled.
+    """
+
+    def __init__(self, chirp: Chirp, route: Route | None = None, *, max_hops: int = MAX_HOPS) -> None:
+        self._chirp = chirp
+        self._route = route
+        self._max_hops = max_hops
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._nursery: trio.Nursery | None = None
+        self._limiter = LogLimiter()
+        self._forwarded = self._responses = self._forgotten = 0
+        self._failed: Counter[str] = Counter()
+
+    def statistics(self) -> RouterStats:
+        return RouterStats(
+            forwarded=self._forwarded,
+            responses=self._responses,
+            failed=dict(self._failed),
+            remembered=len(self._entries),
+            forgotten=self._forgotten,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Forward until cancelled, or until the node closes."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                try:
+                    msg = await self._chirp.receive()
+                except ShutdownError:
+                    break
+                nursery.start_soon(self._forward, msg)
+        self._nursery = None
+
+    # --- forwarding -------------------------------------------------------------------
+    def _next_hop(self, msg: Message) -> tuple[str, int] | str:
+        """The next hop, or why there is none."""
+        meta = msg._meta
+        if meta is not None and meta.hops >= self._max_hops:
+            return "hop limit"
+        if self._route is None:
+            hop = msg.destination
+        else:
+            try:
+                hop = self._route(msg)
+            except Exception as exc:
+                logger.warning("route() raised for message %s: %r", msg.identity.hex(), exc, exc_info=exc)
+                return "route raised"
+        return "no route" if hop is None else hop
+
+    async def _forward(self, msg: Message) -> None:
+        chirp = self._chirp
+        hop = self._next_hop(msg)
+        if isinstance(hop, str):
+            await self._fail(
+                msg, hop, ChirpError(f"router on port {chirp.port}: {hop}"), f"router {chirp.port}"
+            )
+            return
+        meta = msg._meta
+        now = trio.current_time()
+        if msg.deadline is not None:
+            deadline = msg.deadline - forward_margin(msg.deadline - now)
+            remember_until = msg.deadline
+        else:  # the router's own config.timeout, which does not travel further
+            deadline = math.inf
+            remember_until = now + chirp.config.timeout
+        out = Message(msg.data, header=msg.header, address=hop[0], port=hop[1], destination=msg.destination)
+        out.identity = msg.identity
+        hops = 1 if meta is None else meta.hops + 1
+        out._send_opts = (
+            ChirpMeta(hops=hops, destination=msg.destination, request=meta is not None and meta.request),
+            False,
+            True,
+        )
+        try:
+            from ._node import _destination
+
+            next_key = _destination(out)
+        except ValueError as exc:
+            await self._fail(msg, "bad route", ChirpError(f"route returned {hop!r}: {exc}"), "router")
+            return
+        entry = self._remember(msg, remember_until, next_key)
+        if entry is None:
+            await self._fail(msg, "duplicate identity", MessageInUseError("identity in flight"), "router")
+            return
+        error: ChirpError | None = None
+        try:
+            with trio.move_on_at(deadline) as scope:
+                await chirp.send(out, synchronous=msg.ack_requested)
+            if scope.cancelled_caught:
+                error = ChirpTimeoutError(
+                    f"next hop {next_key[0]}:{next_key[1]} did not acknowledge within the producer's deadline"
+                )
+        except ChirpError as exc:
+            error = exc
+        except BaseException:
+            self._forget(entry)
+            msg.release(ack=False)
+            raise
+        if error is not None:
+            self._forget(entry)
+            await self._fail(msg, "next hop failed", error, f"{next_key[0]}:{next_key[1]}")
+            return
+        if entry.returning:
+            # The response came before the ACK (the rule): it goes back before our ACK.
+            with trio.move_on_at(remember_until):
+                await entry.returned.wait()
+        self._forwarded += 1
+        msg.release()
+
+    async def _fail(self, msg: Message, reason: str, error: BaseException, hop: str) -> None:
+        self._failed[reason] += 1
+        log_now, _ = self._limiter.record(trio.current_time(), msg.address or "?", reason, "")
+        if log_now:
+            logger.warning(
+                "could not forward message %s from %s:%s: %s",
+                msg.identity.hex(),
+                msg.address,
+                msg.port,
+                error,
+            )
+        wrote = False
+        with trio.CancelScope(shield=True):  # cleanup: the producer must learn the outcome
+            with trio.move_on_after(self._chirp.config.timeout):
+                try:
+                    wrote = await send_error_response(self._chirp, msg, error, hop)
+                except ChirpError:
+                    wrote = False
+        msg.release(ack=wrote)
+
+    # --- responses --------------------------------------------------------------------
+    def _remember(self, msg: Message, until: float, next_key: tuple[str, int]) -> _Entry | None:
+        now = trio.current_time()
+        entries = self._entries
+        while entries:  # expired ones first
+            first = next(iter(entries.values()))
+            if first.deadline > now:
+                break
+            self._forget(first)
+        if msg.identity in entries:
+            return None
+        entry = _Entry(msg.identity, (msg.address or "", msg.port or 0), until, msg._meta is not None)
+        try:
+            self._chirp._requests.expect(msg.identity, next_key, lambda r: self._on_response(entry, r))
+        except MessageInUseError:
+            return None
+        entries[msg.identity] = entry
+        while len(entries) > CAPACITY:
+            self._forgotten += 1
+            self._forget(next(iter(entries.values())))
+        return entry
+
+    def _forget(self, entry: _Entry) -> None:
+        if self._entries.pop(entry.identity, None) is not None:
+            self._chirp._requests.forget(entry.identity, abandoned=True)
+
+    def _on_response(self, entry: _Entry, response: Message) -> None:
+        """Called from the reader with the response from the next hop: send it back."""
+        self._entries.pop(entry.identity, None)
+        if self._nursery is None or entry.deadline < trio.current_time():
+            response.release()
+            return
+        entry.returning = True
+        self._nursery.start_soon(self._return, entry, response)
+
+    async def _return(self, entry: _Entry, response: Message) -> None:
+        back = Message(response.data, header=response.header, address=entry.prev[0], port=entry.prev[1])
+        back.identity = response.identity
+        meta = response._meta
+        try:
+            if meta is not None and meta.error is not None:
+                if not entry.prev_has_map:  # the producer would take it for an empty response
+                    self._failed["error response not understood upstream"] += 1
+                    return
+                back._send_opts = (ChirpMeta(error=meta.error), True, False)
+            else:
+                back._send_opts = (None, True, False)
+            with trio.move_on_at(entry.deadline) as scope:
+                await self._chirp.send(back, synchronous=False)
+            if scope.cancelled_caught:
+                self._failed["response not returned"] += 1
+            else:
+                self._responses += 1
+        except ChirpError as exc:
+            self._failed["response not returned"] += 1
+            logger.warning(
+                "response %s could not go back to %s:%d: %s", entry.identity.hex(), *entry.prev, exc
+            )
+        finally:
+            response.release()
+            entry.returned.set()
