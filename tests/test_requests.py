@@ -14,6 +14,7 @@ from trio_chirp import (
     ChirpTimeoutError,
     Message,
     RemoteError,
+    Router,
     Workers,
 )
 from trio_chirp._header import ChirpMeta, encode
@@ -348,3 +349,198 @@ async def test_stopping_workers_drains_within_the_grace(autojump_clock: trio.abc
         assert finished == [pytest.approx(start + 0.5)]
         stats = workers.statistics()
         assert (stats.handled, stats.failed, stats.running) == (1, 1, 0)
+
+
+# --- routers --------------------------------------------------------------------------------
+
+D = "10.0.0.4"
+
+
+async def test_router_forwards_under_the_producers_deadline_and_returns_the_response(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    seen: list[float | None] = []
+    async with (
+        node(net, C, synchronous=False) as worker,
+        node(net, B) as router_node,
+        node(net, A, timeout=30) as producer,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def handle(msg: Message) -> None:
+            seen.append(msg.deadline)
+            await worker.reply(msg, b"done:" + msg.data)
+
+        await nursery.start(Workers(worker, handle).run)
+        router = Router(router_node)
+        await nursery.start(router.run)
+        start = trio.current_time()
+        with trio.fail_after(2.0):
+            response = await producer.request(Message(b"job", address=B, port=PORT, destination=(C, PORT)))
+        assert response.data == b"done:job"
+        assert (response.address, response.port) == (B, PORT)  # it came back the way it went
+        # The router kept min(0.1 s, 10 %) of the producer's 2 s for itself.
+        assert seen == [pytest.approx(start + 2.0 - 0.1)]
+        stats = router.statistics()
+        assert (stats.forwarded, stats.responses, dict(stats.failed)) == (1, 1, {})
+        assert producer.statistics().acks_before_response == 0  # the ACK followed the response
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_chain_of_routers_with_a_route_function(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    async with (
+        node(net, D, synchronous=False) as worker,
+        node(net, C) as second,
+        node(net, B) as first,
+        node(net, A) as producer,
+        trio.open_nursery() as nursery,
+    ):
+        hops: list[int] = []
+
+        async def handle(msg: Message) -> None:
+            assert msg._meta is not None
+            hops.append(msg._meta.hops)
+            await worker.reply(msg, msg.data.upper())
+
+        await nursery.start(Workers(worker, handle).run)
+        await nursery.start(Router(second, lambda msg: (D, PORT)).run)
+        await nursery.start(Router(first, lambda msg: (C, PORT)).run)
+        for word in (b"one", b"two"):
+            assert (await producer.request(to(B, word))).data == word.upper()
+        assert hops == [2, 2]
+        nursery.cancel_scope.cancel()
+
+
+async def test_next_hop_failure_is_an_error_response_for_our_producers(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    net.host(C)
+    net.refuse(C)
+    async with (
+        node(net, B) as router_node,
+        node(net, A, timeout=30) as producer,
+        trio.open_nursery() as nursery,
+    ):
+        router = Router(router_node)
+        await nursery.start(router.run)
+        start = trio.current_time()
+        with pytest.raises(RemoteError, match="CannotConnectError") as info:
+            await producer.request(Message(b"x", address=B, port=PORT, destination=(C, PORT)))
+        assert info.value.hop == f"{C}:{PORT}"
+        # A plain send with a destination and a caller's deadline carries our map too.
+        with pytest.raises(RemoteError), trio.fail_after(20):
+            await producer.send(Message(b"x", address=B, port=PORT, destination=(C, PORT)))
+        assert trio.current_time() == start  # at once, not at the producer's timeout
+        assert router.statistics().failed == {"next hop failed": 2}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_producer_without_our_map_gets_no_ack_never_a_false_success(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    async with (
+        node(net, B) as router_node,
+        node(net, A, timeout=1.0, header_map=False) as producer,  # like libchirp: no map
+        trio.open_nursery() as nursery,
+    ):
+        router = Router(router_node)  # no route and no destination named: nowhere to go
+        await nursery.start(router.run)
+        with pytest.raises(ChirpTimeoutError, match="no ACK"):
+            await producer.send(to(B))
+        assert router.statistics().failed == {"no route": 1}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_routing_loop_ends_at_once(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    async with (
+        node(net, D) as r3,
+        node(net, C) as r2,
+        node(net, B) as r1,
+        node(net, A, timeout=30) as producer,
+        trio.open_nursery() as nursery,
+    ):
+        routers = [
+            Router(r1, lambda msg: (C, PORT)),
+            Router(r2, lambda msg: (D, PORT)),
+            Router(r3, lambda msg: (B, PORT)),
+        ]
+        for router in routers:
+            await nursery.start(router.run)
+        start = trio.current_time()
+        with pytest.raises(RemoteError, match="duplicate identity"), trio.fail_after(20):
+            await producer.send(to(B))  # back at B with an identity B is forwarding: a loop
+        assert trio.current_time() == start
+        assert routers[0].statistics().failed["duplicate identity"] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_loop_between_two_synchronous_routers_ends_at_the_deadline(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Each holds its one slot on their shared connection: the error response cannot be
+    # read (the symmetric lock-up of two synchronous peers). The deadline ends it.
+    net = MemoryNetwork()
+    async with (
+        node(net, C) as r2,
+        node(net, B) as r1,
+        node(net, A, timeout=30) as producer,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(Router(r1, lambda msg: (C, PORT)).run)
+        await nursery.start(Router(r2, lambda msg: (B, PORT)).run)
+        start = trio.current_time()
+        with (
+            pytest.raises(RemoteError, match="did not acknowledge within the producer's deadline"),
+            trio.fail_after(5),
+        ):
+            await producer.send(to(B))
+        assert trio.current_time() - start == pytest.approx(5 - 0.1 - 0.1, abs=0.05)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_router_refuses_past_its_hop_limit(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    async with (
+        node(net, D, synchronous=False) as worker,
+        node(net, C) as r2,
+        node(net, B) as r1,
+        node(net, A, timeout=30) as producer,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(Workers(worker, echo_handler(worker)).run)
+        second = Router(r2, lambda msg: (D, PORT), max_hops=1)  # takes messages that passed no router
+        await nursery.start(second.run)
+        await nursery.start(Router(r1, lambda msg: (C, PORT)).run)
+        with pytest.raises(RemoteError, match="hop limit"):
+            await producer.request(to(B))
+        assert second.statistics().failed == {"hop limit": 1}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_route_that_raises_fails_only_that_message(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    async with (
+        node(net, C, synchronous=False) as worker,
+        node(net, B) as router_node,
+        node(net, A, timeout=30) as producer,
+        trio.open_nursery() as nursery,
+    ):
+
+        def route(msg: Message) -> tuple[str, int]:
+            if msg.data == b"bad":
+                raise KeyError("no such shard")
+            return (C, PORT)
+
+        await nursery.start(Workers(worker, echo_handler(worker)).run)
+        router = Router(router_node, route)
+        await nursery.start(router.run)
+        with pytest.raises(RemoteError, match="route raised"):
+            await producer.request(to(B, b"bad"))
+        assert (await producer.request(to(B, b"good"))).data == b"echo:good"
+        assert router.statistics().failed == {"route raised": 1}
+        nursery.cancel_scope.cancel()

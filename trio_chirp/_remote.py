@@ -132,6 +132,8 @@ class Remote:
         self._on_needs_connection = on_needs_connection
         self._on_lost = on_lost
         self.queue: deque[Outgoing] = deque()
+        self.overtaking: deque[Outgoing] = deque()
+        """Error responses: written even while a synchronous message is in flight (see enqueue)."""
         self.queued = 0  # entries in ``queue`` not withdrawn
         self.control: deque[bytes] = deque()  # identities to ACK; ZERO_IDENTITY + NOOP marker
         self._noop_pending = False
@@ -174,7 +176,14 @@ class Remote:
         """Append an accepted message; the caller has checked for room."""
         self._maybe_probe()
         out.state = OutgoingState.QUEUED
-        self.queue.append(out)
+        meta = out.meta
+        if meta is not None and meta.error is not None and not out.synchronous:
+            # An error response answers a message the peer is waiting on; it asks for no
+            # ACK, so writing it ahead of our own message in flight pipelines no REQ_ACK.
+            # Queued behind that message it could wait for an ACK that waits for it.
+            self.overtaking.append(out)
+        else:
+            self.queue.append(out)
         self.queued += 1
         if not out.synchronous:
             self.unwritten_async += 1
@@ -223,7 +232,7 @@ class Remote:
 
     def expire_queued(self, now: float, describe: Callable[[Outgoing], ChirpError]) -> None:
         """Withdraw every queued message whose own deadline has passed."""
-        for out in list(self.queue):
+        for out in [*self.queue, *self.overtaking]:
             if out.state is OutgoingState.QUEUED and out.deadline <= now:
                 self.withdraw(out, describe(out))
         self._compact()
@@ -276,8 +285,9 @@ class Remote:
         size = 0
         taken = 0
         now = trio.current_time()
-        while queue and self.in_flight is None and size < COALESCE_BYTES:
-            out = queue.popleft()
+        overtaking = self.overtaking
+        while (overtaking or (queue and self.in_flight is None)) and size < COALESCE_BYTES:
+            out = overtaking.popleft() if overtaking else queue.popleft()
             if out.state is not OutgoingState.QUEUED:
                 continue
             self.queued -= 1
@@ -393,10 +403,11 @@ class Remote:
                     self._async_lost(out, cause)
 
     def fail_all_queued(self, error_factory: Callable[[], ChirpError]) -> None:
-        for out in list(self.queue):
+        for out in [*self.queue, *self.overtaking]:
             if out.state is OutgoingState.QUEUED:
                 self.withdraw(out, error_factory())
         self.queue.clear()
+        self.overtaking.clear()
         self.room_lot.unpark_all()
 
     def close(self) -> None:

@@ -105,6 +105,9 @@ class RequestTable:
     def offer(self, message: Message) -> bool:
         """Take ``message`` if it is an awaited (or abandoned) response; True if taken."""
         identity = message.identity
+        meta = message._meta
+        if meta is not None and meta.hops:
+            return False  # forwarded by a router (e.g. looping back): a message, not a response
         key = (message.address, message.port)
         pending = self._pending.get(identity)
         if pending is not None and pending.key == key:
@@ -113,7 +116,6 @@ class RequestTable:
                 pending.on_response(message)
                 return True
             if pending.response is None and pending.error is None:
-                meta = message._meta
                 if meta is not None and meta.error is not None:
                     pending.error = remote_error(meta.error)
                     message.release()

@@ -148,9 +148,7 @@ class Router:
         chirp = self._chirp
         hop = self._next_hop(msg)
         if isinstance(hop, str):
-            await self._fail(
-                msg, hop, ChirpError(f"router on port {chirp.port}: {hop}"), f"router {chirp.port}"
-            )
+            await self._fail(msg, hop, ChirpError(hop), self._name())
             return
         meta = msg._meta
         now = trio.current_time()
@@ -173,11 +171,14 @@ class Router:
 
             next_key = _destination(out)
         except ValueError as exc:
-            await self._fail(msg, "bad route", ChirpError(f"route returned {hop!r}: {exc}"), "router")
+            await self._fail(msg, "bad route", ChirpError(f"route returned {hop!r}: {exc}"), self._name())
             return
         entry = self._remember(msg, remember_until, next_key)
         if entry is None:
-            await self._fail(msg, "duplicate identity", MessageInUseError("identity in flight"), "router")
+            error = MessageInUseError(
+                "duplicate identity: this router is already forwarding it (a routing loop?)"
+            )
+            await self._fail(msg, "duplicate identity", error, self._name())
             return
         error: ChirpError | None = None
         try:
@@ -203,6 +204,9 @@ class Router:
                 await entry.returned.wait()
         self._forwarded += 1
         msg.release()
+
+    def _name(self) -> str:
+        return f"router on port {self._chirp.port} (node {self._chirp.identity.hex()[:8]})"
 
     async def _fail(self, msg: Message, reason: str, error: BaseException, hop: str) -> None:
         self._failed[reason] += 1
