@@ -175,10 +175,10 @@ class Router:
             return
         entry = self._remember(msg, remember_until, next_key)
         if entry is None:
-            error = MessageInUseError(
+            duplicate = MessageInUseError(
                 "duplicate identity: this router is already forwarding it (a routing loop?)"
             )
-            await self._fail(msg, "duplicate identity", error, self._name())
+            await self._fail(msg, "duplicate identity", duplicate, self._name())
             return
         error: ChirpError | None = None
         try:
