@@ -31,10 +31,11 @@ Buffer = bytes | bytearray | memoryview
 
 ReleaseHook = Callable[["Message", bool], None]
 
-SendOptions = tuple["ChirpMeta | None", bool, bool]
+SendOptions = tuple["ChirpMeta | None", bool, "bool | float"]
 """Set by trio_chirp's own senders (requests, replies, routers) on messages they send:
-fields for our header map, whether ``send()`` waits until the frame is written, and
-whether the caller's deadline may travel. Applications never set it; theirs is None."""
+fields for our header map, whether ``send()`` waits until the frame is written, and what
+deadline travels: True the caller's, False none, a number that one (a router passes on
+less time than it waits itself). Applications never set it; theirs is None."""
 
 
 def _as_bytes(name: str, value: Buffer) -> bytes:

@@ -514,8 +514,10 @@ class Chirp:
         confirm = False
         if opts is not None:
             meta, confirm, may_travel = opts
-            if not may_travel:
+            if may_travel is False:
                 travel = None
+            elif may_travel is not True:
+                travel = may_travel  # a router's: earlier than its own wait
         if not self.config.header_map:
             return Outgoing(message, sync, deadline, None, None, confirm)
         if meta is None and (travel is not None or message.destination is not None):

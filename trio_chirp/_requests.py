@@ -139,7 +139,7 @@ class RequestTable:
 def remote_error(info: ErrorInfo) -> RemoteError:
     """The exception an error response raises where it lands."""
     return RemoteError(
-        f"{info.hop} could not deliver the message: {info.kind}: {info.text}",
+        f"the message failed at {info.hop}: {info.kind}: {info.text}",
         hop=info.hop,
         kind=info.kind,
         text=info.text,

@@ -153,9 +153,14 @@ class Router:
         meta = msg._meta
         now = trio.current_time()
         if msg.deadline is not None:
-            deadline = msg.deadline - forward_margin(msg.deadline - now)
+            # The next hop gets the producer's time minus the margin; we wait half the margin
+            # longer, so its error response still reaches us, and ours the producer, in time.
+            margin = forward_margin(msg.deadline - now)
+            travel: float | bool = msg.deadline - margin
+            deadline = msg.deadline - margin / 2
             remember_until = msg.deadline
         else:  # the router's own config.timeout, which does not travel further
+            travel = False
             deadline = math.inf
             remember_until = now + chirp.config.timeout
         out = Message(msg.data, header=msg.header, address=hop[0], port=hop[1], destination=msg.destination)
@@ -164,7 +169,7 @@ class Router:
         out._send_opts = (
             ChirpMeta(hops=hops, destination=msg.destination, request=meta is not None and meta.request),
             False,
-            True,
+            travel,
         )
         try:
             from ._node import _destination
