@@ -48,15 +48,13 @@ async def main() -> None:
                 with trio.fail_after(1.0):
                     response = await producer.request(request)
             except trio_chirp.RemoteError as exc:
-                print(
-                    f"producer: {job!r} failed after {trio.current_time() - start:.2f} s at {exc.hop}: {exc.text}"
-                )
+                took = trio.current_time() - start
+                print(f"producer: {job!r} failed after {took:.2f} s at {exc.hop}: {exc.text}")
             else:
                 print(f"producer: {job!r} -> {response.data!r} in {trio.current_time() - start:.2f} s")
         stats = router.statistics()
-        print(
-            f"router: {stats.forwarded} forwarded, {stats.responses} response(s) returned, failed {dict(stats.failed)}"
-        )
+        failed = dict(stats.failed)
+        print(f"router: {stats.forwarded} forwarded, {stats.responses} response(s) returned, failed {failed}")
         nursery.cancel_scope.cancel()
 
 
