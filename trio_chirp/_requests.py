@@ -217,8 +217,10 @@ async def reply(chirp: Chirp, request_msg: Message, data: bytes, *, header: byte
 
 
 def can_answer_with_error(chirp: Chirp, request_msg: Message) -> bool:
-    """Only a peer whose frame carried our map understands an error response."""
-    return chirp.config.header_map and request_msg._meta is not None
+    """Only a peer whose frame carried our map understands an error response, and only one
+    that waits for the message (a request, or one that asked for an ACK) needs it."""
+    meta = request_msg._meta
+    return chirp.config.header_map and meta is not None and (meta.request or request_msg.ack_requested)
 
 
 async def send_error_response(chirp: Chirp, request_msg: Message, error: BaseException, hop: str) -> bool:
