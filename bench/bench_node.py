@@ -129,9 +129,17 @@ def proc_status(field: str, pid: int | str = "self") -> int:
     raise KeyError(field)
 
 
+HEADER_MAP = [True]  # --no-header-map sets it False in the child
+
+
 def node_config(*, synchronous: bool) -> trio_chirp.Config:
     return trio_chirp.Config(
-        port=0, synchronous=synchronous, reuse_time=REUSE_TIME, bind_v4=HOST, bind_v6=None
+        port=0,
+        synchronous=synchronous,
+        reuse_time=REUSE_TIME,
+        bind_v4=HOST,
+        bind_v6=None,
+        header_map=HEADER_MAP[0],
     )
 
 
@@ -240,6 +248,8 @@ async def run_sender(args: argparse.Namespace) -> None:
         nursery.start_soon(cancel_on_sigterm, nursery.cancel_scope)
         msg = trio_chirp.Message(b"s" * args.size, address=HOST, port=args.port)
         send = chirp.send
+        if args.new_message or args.deadline:
+            send = _application_send(chirp, args)
         if mode == "echo":
             receive = chirp.receive
             meter = Meter(args.warmup, args.duration)
@@ -259,6 +269,34 @@ async def run_sender(args: argparse.Namespace) -> None:
             n += 1
             if not n % CHECK_EVERY:
                 MESSAGES[0] = n
+
+
+def _application_send(chirp: trio_chirp.Chirp, args: argparse.Namespace) -> Any:
+    """``send`` as applications call it: ``--new-message`` builds a new ``Message`` per send
+    (ignoring the one passed), ``--deadline`` puts each send in a caller's cancel scope, so
+    the deadline travels in our header map (unless ``--no-header-map``)."""
+    data, port, send = b"s" * args.size, args.port, chirp.send
+    Message, move_on_after = trio_chirp.Message, trio.move_on_after
+
+    if args.new_message and args.deadline:
+
+        async def new_with_deadline(_: trio_chirp.Message) -> None:
+            with move_on_after(60):
+                await send(Message(data, address=HOST, port=port))
+
+        return new_with_deadline
+    if args.new_message:
+
+        async def new(_: trio_chirp.Message) -> None:
+            await send(Message(data, address=HOST, port=port))
+
+        return new
+
+    async def with_deadline(msg: trio_chirp.Message) -> None:
+        with move_on_after(60):
+            await send(msg)
+
+    return with_deadline
 
 
 async def run_idle_receiver(args: argparse.Namespace) -> None:
@@ -503,6 +541,8 @@ def run_throughput(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
     timing = ["--mode", w.mode, "--size", str(w.size), "--warmup", str(args.warmup)]
     timing += ["--duration", str(args.duration)]
     timing += ["--instrument"] * args.instrument + ["--release-first"] * args.release_first
+    timing += ["--new-message"] * args.new_message + ["--deadline"] * args.deadline
+    timing += ["--no-header-map"] * args.no_header_map
     prefix = "raw-" if w.mode.startswith("raw-") else ""
     receiver = Child(prefix + "receiver", *timing)
     sender: Child | None = None
@@ -727,6 +767,13 @@ def main() -> None:
     parser.add_argument(
         "--release-first", action="store_true", help="echo worker releases (ACKs) before sending the reply"
     )
+    parser.add_argument("--new-message", action="store_true", help="a new Message per send, as apps do")
+    parser.add_argument(
+        "--deadline", action="store_true", help="each send in a caller's cancel scope: the deadline travels"
+    )
+    parser.add_argument(
+        "--no-header-map", action="store_true", help="Config(header_map=False): no deadline on the wire"
+    )
     # internal: child roles
     parser.add_argument("--role", choices=list(ROLES), help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -741,6 +788,8 @@ def main() -> None:
         args.duration = 1.0 if args.quick else 3.0
     if args.connections is None:
         args.connections = 200 if args.quick else 1000
+    if args.no_header_map:
+        HEADER_MAP[0] = False
     if args.role:
         child_main(args)
     else:
