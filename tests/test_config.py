@@ -356,7 +356,7 @@ def test_docs_table_lists_every_field_with_its_default_and_origin() -> None:
         assert meaning, name
         assert origin.startswith(("libchirp `", "ours")), name
     ours_only = {name for name, row in rows.items() if row[2] == "ours"}
-    assert ours_only == {"send_queue_size", "handshake_timeout", "header_map"}
+    assert ours_only == {"send_queue_size", "handshake_timeout", "header_map", "verify_peer"}
     for name, row in rows.items():
         if row[2].startswith("libchirp"):
             assert f"`{name.upper()}`" in row[2]

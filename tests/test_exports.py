@@ -5,6 +5,7 @@ from __future__ import annotations
 import typing
 
 import trio_chirp
+import trio_chirp.pki
 import trio_chirp.testing
 
 PUBLIC = {
@@ -18,12 +19,14 @@ PUBLIC = {
     "MessageInUseError",
     "MessageTooLargeError",
     "NodeStats",
+    "PeerCertificate",
     "ProtocolError",
     "RemoteError",
     "RemoteStats",
     "Router",
     "RouterStats",
     "ShutdownError",
+    "TLSContexts",
     "TLSError",
     "Transport",
     "WorkerStats",
@@ -31,6 +34,7 @@ PUBLIC = {
     "open_chirp",
     "serve_chirp",
     "testing",  # the subpackage, once imported
+    "pki",  # the certificate module (needs the pki extra), once imported
 }
 
 
@@ -45,6 +49,10 @@ def test_public_classes_are_final_where_subclassing_makes_no_sense() -> None:
         trio_chirp.Config,
         trio_chirp.Message,
         trio_chirp.NodeStats,
+        trio_chirp.PeerCertificate,
+        trio_chirp.TLSContexts,
+        trio_chirp.pki.CertificateAuthority,
+        trio_chirp.pki.PKIFiles,
         trio_chirp.Router,
         trio_chirp.RouterStats,
         trio_chirp.Workers,
@@ -57,6 +65,12 @@ def test_testing_exports() -> None:
     expected = {"MemoryNetwork", "MemoryStream", "MemoryTransport", "StreamStats"}
     assert set(trio_chirp.testing.__all__) == expected
     assert issubclass(trio_chirp.testing.MemoryTransport, trio_chirp.Transport)
+
+
+def test_pki_exports() -> None:
+    assert set(trio_chirp.pki.__all__) == {"FFDHE2048_PEM", "CertificateAuthority", "PKIFiles", "make_pki"}
+    assert trio_chirp.pki.make_pki.__module__ == "trio_chirp.pki"
+    assert trio_chirp.pki.FFDHE2048_PEM.is_file()
 
 
 def test_package_is_typed() -> None:

@@ -34,7 +34,7 @@ async def connected(
     net: MemoryNetwork, nursery: trio.Nursery, client: str = A, server: str = B
 ) -> tuple[MemoryStream, MemoryStream]:
     port, accepted = await listen(nursery, net.host(server))
-    client_end = await net.host(client).connect(server, port)
+    client_end, _ = await net.host(client).connect(server, port)
     server_end, _ = await accepted.receive()
     return client_end, server_end
 
@@ -51,6 +51,19 @@ async def receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
 # ---- basics ----
 
 
+async def test_connect_reports_the_source_and_binds_only_to_the_hosts_own_address(
+    nursery: trio.Nursery,
+) -> None:
+    net = MemoryNetwork()
+    port, accepted = await listen(nursery, net.host(B))
+    client, source = await net.host("fd00::1").connect(B, port, bind="FD00::1")
+    assert source == "fd00::1" == client.local[0]
+    assert (await accepted.receive())[1] == "fd00::1"
+    with pytest.raises(OSError, match="not the address of host") as info:
+        await net.host(A).connect(B, port, bind=C)
+    assert info.value.errno == errno.EADDRNOTAVAIL
+
+
 async def test_round_trip_addresses_and_counters(nursery: trio.Nursery) -> None:
     net = MemoryNetwork()
     a = net.host(A)
@@ -58,7 +71,7 @@ async def test_round_trip_addresses_and_counters(nursery: trio.Nursery) -> None:
     assert net.host("10.0.0.1") is a
     port, accepted = await listen(nursery, net.host(B))
 
-    client = await a.connect(B, port)
+    client, _ = await a.connect(B, port)
     server, peer = await accepted.receive()
 
     assert peer == A
@@ -87,7 +100,7 @@ async def test_ipv6_hosts_are_normalised(nursery: trio.Nursery) -> None:
     assert v6.address == "fd00::2"
     port, accepted = await listen(nursery, v6)
 
-    client = await net.host("fd00::1").connect("FD00::0:2", port)
+    client, _ = await net.host("fd00::1").connect("FD00::0:2", port)
     _, peer = await accepted.receive()
 
     assert peer == "fd00::1"
@@ -179,9 +192,9 @@ async def test_refuse_and_unrefuse(nursery: trio.Nursery) -> None:
     net.refuse(B, port1)
     with pytest.raises(ConnectionRefusedError):
         await a.connect(B, port1)
-    assert (await a.connect(B, port2)).remote == (B, port2)
+    assert (await a.connect(B, port2))[0].remote == (B, port2)
     net.unrefuse(B, port1)
-    assert (await a.connect(B, port1)).remote == (B, port1)
+    assert (await a.connect(B, port1))[0].remote == (B, port1)
 
 
 async def test_port_zero_counts_up_per_host(nursery: trio.Nursery) -> None:
@@ -287,7 +300,7 @@ async def test_latency_delays_bytes_by_exactly_the_configured_time(
     net.set_latency(A, B, 0.25)
     port, accepted = await listen(nursery, net.host(B))
 
-    client = await net.host(A).connect(B, port)
+    client, _ = await net.host(A).connect(B, port)
     assert trio.current_time() == 0.5  # one round trip
     server, _ = await accepted.receive()
 
@@ -393,7 +406,7 @@ async def test_crash_resets_streams_and_removes_listeners(nursery: trio.Nursery)
     # The restarted node may take the same port; the crashed serve task, when finally
     # cancelled, must not remove the new listener.
     assert (await listen(nursery, net.host(B), port))[0] == port
-    assert (await net.host(A).connect(B, port)).remote == (B, port)
+    assert (await net.host(A).connect(B, port))[0].remote == (B, port)
 
 
 async def test_black_hole_connect_hangs_until_the_timeout(
@@ -459,7 +472,7 @@ async def test_partition_is_between_two_hosts_only(
     with trio.move_on_after(1) as scope:
         await net.host(A).connect(B, port_b)
     assert scope.cancelled_caught
-    assert (await net.host(A).connect(C, port_c)).remote == (C, port_c)
+    assert (await net.host(A).connect(C, port_c))[0].remote == (C, port_c)
 
     net.heal(A, B)
     assert await server.receive_some() == b"wait"
@@ -494,7 +507,7 @@ async def test_trio_stream_conformance(
     port, accepted = await listen(nursery, net.host(B))
 
     async def stream_maker() -> tuple[MemoryStream, MemoryStream]:
-        client = await net.host(A).connect(B, port)
+        client, _ = await net.host(A).connect(B, port)
         server, _ = await accepted.receive()
         return client, server
 

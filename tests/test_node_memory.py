@@ -81,7 +81,7 @@ async def test_black_holed_connect_fails_at_connect_timeout(autojump_clock: trio
 async def test_incoming_connection_must_handshake_in_time(autojump_clock: trio.abc.Clock) -> None:
     net = MemoryNetwork()
     async with node(net, A, timeout=1.0, handshake_timeout=0.25) as a:
-        stream = await net.host(B).connect(A, a.port)
+        stream, _ = await net.host(B).connect(A, a.port)
         start = trio.current_time()
         received = b""
         while chunk := await stream.receive_some(1000):
@@ -94,7 +94,7 @@ async def test_incoming_connection_must_handshake_in_time(autojump_clock: trio.a
 async def test_split_handshake_is_accepted(autojump_clock: trio.abc.Clock) -> None:
     net = MemoryNetwork()
     async with node(net, A, synchronous=False) as a:
-        stream = await net.host(B).connect(A, a.port)
+        stream, _ = await net.host(B).connect(A, a.port)
         hello = encode_handshake(4000, b"\x42" * 16)
         await stream.send_all(hello[:10])
         await trio.sleep(0.1)
@@ -415,7 +415,7 @@ async def test_non_local_peer_requires_tls(autojump_clock: trio.abc.Clock) -> No
         with pytest.raises(TLSError, match="cert_chain_pem"):
             await a.send(to(B))
         # An incoming non-local connection is refused and counted.
-        stream = await net.host(B).connect(A, PORT)
+        stream, _ = await net.host(B).connect(A, PORT)
         assert await stream.receive_some(100) == b""
         assert a.statistics().errors == {"TLSError": 1}
 
@@ -502,9 +502,11 @@ async def test_a_bug_inside_a_connection_crashes_the_node_unwrapped(autojump_clo
         def __init__(self, inner: Transport) -> None:
             self.inner = inner
 
-        async def connect(self, address: str, port: int) -> trio.abc.Stream:
+        async def connect(
+            self, address: str, port: int, *, bind: str | None = None
+        ) -> tuple[trio.abc.Stream, str]:
             await trio.lowlevel.checkpoint()
-            return BuggyStream()
+            return BuggyStream(), A
 
         async def serve(self, **kwargs: Any) -> None:
             await self.inner.serve(**kwargs)

@@ -188,7 +188,7 @@ def test_garbage_from_one_peer_costs_only_its_connection(garbage: bytes, chunk: 
             node(net, B) as good,
             trio.open_nursery() as nursery,
         ):
-            bad = await net.host("10.0.0.66").connect(A, PORT)
+            bad, _ = await net.host("10.0.0.66").connect(A, PORT)
             await bad.send_all(encode_handshake(4000, bytes(16)))
             for i in range(0, len(garbage), chunk):
                 try:

@@ -515,7 +515,9 @@ class _BuggyTransport(Transport):
     def __init__(self, inner: Transport) -> None:
         self.inner = inner
 
-    async def connect(self, address: str, port: int) -> trio.abc.Stream:
+    async def connect(
+        self, address: str, port: int, *, bind: str | None = None
+    ) -> tuple[trio.abc.Stream, str]:
         await trio.sleep(0.1)
         raise RuntimeError("transport bug")
 

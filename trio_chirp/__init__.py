@@ -21,6 +21,8 @@ from ._router import Router as Router
 from ._router import RouterStats as RouterStats
 from ._stats import NodeStats as NodeStats
 from ._stats import RemoteStats as RemoteStats
+from ._tls import PeerCertificate as PeerCertificate
+from ._tls import TLSContexts as TLSContexts
 from ._transport import Transport as Transport
 from ._workers import Workers as Workers
 from ._workers import WorkerStats as WorkerStats

@@ -12,10 +12,14 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 from ._protocol import IDENTITY_SIZE, ZERO_IDENTITY
+
+if TYPE_CHECKING:
+    from ._tls import PeerCertificate
 
 __all__ = ["Config"]
 
@@ -82,7 +86,9 @@ class Config:
     identity: bytes = ZERO_IDENTITY
     """Node identity; all zero means a fresh random one per start. Used whole (libchirp keeps one byte)."""
     cert_chain_pem: StrPath | None = None
+    """One PEM file: own certificate, CA certificate(s) (the trust anchors), private key."""
     dh_params_pem: StrPath | None = None
+    """PEM DH parameters for TLS 1.2's DHE suites; None: the shipped RFC 7919 ffdhe2048 (ours)."""
     disable_encryption: bool = False
 
     # --- trio_chirp's own settings ---
@@ -93,6 +99,9 @@ class Config:
     header_map: bool = True
     """Add trio_chirp's msgpack map to empty headers (deadlines, requests, routing, error responses);
     False leaves every header exactly as the application gave it (for peers that must see that)."""
+    verify_peer: Callable[[PeerCertificate], bool] | None = None
+    """Called with the peer's ``PeerCertificate`` after every TLS handshake (both directions);
+    anything but True (or an exception) refuses the peer. None admits any certificate the CA signed."""
 
     def __post_init__(self) -> None:
         _check_int("port", self.port, 0, 65535, "0 (pick a free port) or 1025..65535")
@@ -120,6 +129,14 @@ class Config:
             raise ValueError(f"Config.identity={self.identity!r} must be {IDENTITY_SIZE} bytes")
         _check_int("send_queue_size", self.send_queue_size, 1, 2**31 - 1)
         _check_float("handshake_timeout", self.handshake_timeout, 0.0, 3600.0)
+        if self.verify_peer is not None and not callable(self.verify_peer):
+            raise TypeError(
+                f"Config.verify_peer must be callable or None, got {type(self.verify_peer).__name__}"
+            )
+        for name in ("cert_chain_pem", "dh_params_pem"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str | os.PathLike):
+                raise TypeError(f"Config.{name} must be a path or None, got {type(value).__name__}")
 
     # --- derived values ---
     @property

@@ -11,8 +11,9 @@
   message written here; its cancel scope's deadline is moved instead of restarting it.
 
 Any contained failure (``ChirpError``, ``OSError``, ``ssl.SSLError``,
-``trio.BrokenResourceError``) ends only this connection; anything else is a bug and
-propagates to crash the node.
+``trio.BrokenResourceError``) ends only this connection (a TLS failure as ``TLSError``);
+anything else is a bug and propagates to crash the node. The stream may be TLS: the node
+runs the TLS handshake before it makes the connection (``_tls.py``).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from ._errors import ChirpError, ChirpTimeoutError, ConnectionLostError, ShutdownError
+from ._errors import ChirpError, ChirpTimeoutError, ConnectionLostError, ShutdownError, TLSError
 from ._header import ChirpMeta
 from ._header import split as split_header
 from ._message import Message
 from ._protocol import NEED_DATA, DataFrame, FrameHead, FrameParser, Handshake, encode_handshake
 from ._remote import Outgoing, Remote, lost_error
+from ._sniff import HELLO_PORT, client_hello_verdict
+from ._tls import describe_tls_failure, ssl_cause
 
 if TYPE_CHECKING:
     from ._node import Chirp
@@ -106,7 +109,12 @@ class Connection:
         peer_address: str,
         outgoing_remote: Remote | None,
         handshake_deadline: float,
+        initial_data: bytes = b"",
+        refuse_client_hello: bool = False,
     ) -> None:
+        """``initial_data``: bytes already read from ``stream`` (sniffed, or the first TLS read).
+        ``refuse_client_hello``: an accepted plaintext stream nobody sniffed; a ClientHello
+        in place of the peer's handshake closes it with the node's ``TLSError``."""
         self.node = node
         self.config = node.config
         self.stream = stream
@@ -142,6 +150,8 @@ class Connection:
         self._timer_scope: trio.CancelScope | None = None
         self._nursery_scope: trio.CancelScope | None = None
         self._attached = trio.Event()
+        self._initial_data = initial_data
+        self._refuse_client_hello = refuse_client_hello
 
     def __repr__(self) -> str:
         direction = "to" if self.outgoing else "from"
@@ -185,14 +195,26 @@ class Connection:
             await task()
         except CONTAINED_ERRORS as exc:
             if self.failure is None:
-                self.failure = lost_error(exc)
+                self.failure = self._failure(exc)
             self.closed = True
             assert self._nursery_scope is not None
             self._nursery_scope.cancel()
 
+    def _failure(self, exc: BaseException) -> ChirpError:
+        tls = None if isinstance(exc, ChirpError) else ssl_cause(exc)
+        if tls is None:
+            return lost_error(exc)
+        error = TLSError(f"{self}: {describe_tls_failure(tls)}")
+        error.__cause__ = tls
+        return error
+
     # --- reader ------------------------------------------------------------------------
     async def _reader(self) -> None:
         parser = FrameParser(self.config.max_msg_size)
+        if self._initial_data:
+            self.bytes_in += len(self._initial_data)
+            parser.receive_data(self._initial_data)
+            self._initial_data = b""
         receive_some = self.stream.receive_some
         bufsize = self.config.effective_buffer_size
         deliver = self.node._deliver
@@ -270,6 +292,12 @@ class Connection:
                 )
             else:
                 assert isinstance(event, Handshake)
+                if (
+                    self._refuse_client_hello
+                    and event.port == HELLO_PORT
+                    and client_hello_verdict(encode_handshake(event.port, event.identity))
+                ):
+                    raise self.node._client_hello_refused(self.peer_address)
                 self.peer_identity = event.identity
                 self.peer_port = event.port
                 self._handshake_deadline = math.inf

@@ -8,6 +8,7 @@ it is handed a ``Transport``.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import math
@@ -22,7 +23,7 @@ import trio
 
 from . import _requests
 from ._config import Config
-from ._connection import Connection
+from ._connection import CONTAINED_ERRORS, Connection
 from ._errors import (
     CannotConnectError,
     ChirpError,
@@ -38,8 +39,10 @@ from ._protocol import IDENTITY_SIZE, ZERO_IDENTITY, Handshake, check_frame_leng
 from ._ratelimit import LogLimiter
 from ._remote import Outgoing, OutgoingState, Remote, RemoteKey, lost_error
 from ._requests import RequestTable, remote_error
+from ._sniff import client_hello_verdict
 from ._stats import TRAFFIC_COUNTERS, NodeStats, RemoteStats
 from ._tcp import TCPTransport
+from ._tls import TLSContexts, TLSLayer, contexts_for
 from ._transport import Transport
 
 __all__ = ["Chirp", "open_chirp", "serve_chirp"]
@@ -51,6 +54,10 @@ LOCAL_ADDRESSES: Final = frozenset({"127.0.0.1", "::1"})
 
 DEBOUNCE_BASE: Final = 0.05
 DEBOUNCE_JITTER: Final = 0.5
+
+MAX_PENDING_HANDSHAKES: Final = 128
+"""Accepted connections a node with certificates sniffs or TLS-handshakes at once; more are
+refused and counted (``TLSError``). Their CPU work is bounded separately: see ``_tls.py``."""
 
 YIELD_EVERY: Final = 64
 """A send or receive that need not wait still yields to the scheduler this often."""
@@ -86,11 +93,8 @@ def _destination(message: Message) -> RemoteKey:
     return normalize_address(message.address), port
 
 
-def _check_certificate_files(config: Config) -> None:
-    for name in ("cert_chain_pem", "dh_params_pem"):
-        path = getattr(config, name)
-        if path is not None and not os.path.isfile(path):
-            raise ValueError(f"Config.{name}={os.fspath(path)!r} does not name an existing file")
+def _unspecified(address: str) -> bool:
+    return ipaddress.ip_address(address).is_unspecified
 
 
 @final
@@ -103,9 +107,12 @@ class Chirp:
         transport: Transport,
         rng: random.Random,
         nursery: trio.Nursery,
+        tls: TLSLayer | None = None,
     ) -> None:
         self.config = config
         self._transport = transport
+        self._tls = tls
+        self._handshakes: set[trio.CancelScope] = set()  # accepted, sniffing or in the TLS handshake
         self._rng = rng
         self._nursery = nursery
         identity = config.identity
@@ -151,39 +158,156 @@ class Chirp:
                 task_status=task_status,
             )
 
+    # --- the plaintext rule and TLS (PROTOCOL.md 2.2, docs/tls.md) -----------------------
     def _needs_tls(self, address: str) -> bool:
         return not self.config.disable_encryption and address not in LOCAL_ADDRESSES
 
+    def _encrypts(self, destination: str, source: str) -> bool:
+        """Plaintext only when both ends' addresses, as the other end sees them, are local literals."""
+        return self._needs_tls(destination) or self._needs_tls(source)
+
+    def _bind_for(self, destination: str) -> str | None:
+        """The source address to dial from: ``bind_v4``/``bind_v6`` unless a wildcard; None for 127.0.0.1/::1.
+
+        Bound, the peer sees the address we listen on, so both ends reach the same
+        encryption decision; 127.0.0.1 and ::1 are dialled unbound (from themselves).
+        """
+        if destination in LOCAL_ADDRESSES:
+            return None
+        bind = self.config.bind_v6 if ":" in destination else self.config.bind_v4
+        if bind is None or _unspecified(bind):
+            return None
+        return bind
+
     def _tls_error(self, address: str) -> TLSError:
-        if ipaddress.ip_address(address).is_loopback:
+        if ipaddress.ip_address(address).is_loopback and address not in LOCAL_ADDRESSES:
             why = (
                 f"{address} is a loopback address, but libchirp sends plaintext only to the literals"
                 " 127.0.0.1 and ::1, so chirp requires TLS for it"
             )
+        elif address in LOCAL_ADDRESSES:
+            why = (
+                f"the peer sees this node as {address}, which is not 127.0.0.1 or ::1, so chirp requires TLS"
+            )
         else:
             why = f"{address} is not 127.0.0.1 or ::1, so chirp requires TLS for it"
-        if self.config.cert_chain_pem is None or self.config.dh_params_pem is None:
-            return TLSError(
-                f"{why}, but no certificates are configured: set Config.cert_chain_pem and"
-                " Config.dh_params_pem, or disable_encryption=True"
-            )
-        return TLSError(f"{why}, and TLS is not supported by this version of trio_chirp yet")
+        return TLSError(
+            f"{why}, but no certificates are configured: set Config.cert_chain_pem (see docs/tls.md),"
+            " or disable_encryption=True"
+        )
+
+    def _client_hello_refused(self, address: str) -> TLSError:
+        if self.config.disable_encryption:
+            why = "but this node has disable_encryption=True"
+        else:
+            why = "but this node has no certificates (Config.cert_chain_pem), so it cannot serve TLS"
+        return TLSError(
+            f"{address} sent a TLS ClientHello instead of a chirp handshake, {why} (libchirp encrypts"
+            " whenever it dials an address other than 127.0.0.1 or ::1)"
+        )
 
     def _on_accept(self, stream: trio.abc.Stream, peer_address: str) -> None:
         address = normalize_address(peer_address)
         if self._closing:
             self._nursery.start_soon(stream.aclose)
             return
-        if self._needs_tls(address):
-            self._count_error(self._tls_error(address), address, None)
+        if self._tls is None:
+            if self._needs_tls(address):
+                self._count_error(self._tls_error(address), address, None)
+                self._nursery.start_soon(stream.aclose)
+                return
+            deadline = trio.current_time() + self.config.effective_handshake_timeout
+            conn = Connection(
+                self,
+                stream,
+                peer_address=address,
+                outgoing_remote=None,
+                handshake_deadline=deadline,
+                refuse_client_hello=True,
+            )
+            self._connections.add(conn)
+            self._nursery.start_soon(conn.run)
+            return
+        if len(self._handshakes) >= MAX_PENDING_HANDSHAKES:
+            refused = TLSError(
+                f"connection from {address} refused: {len(self._handshakes)} handshakes already in"
+                f" progress (the limit is {MAX_PENDING_HANDSHAKES})"
+            )
+            self._count_error(refused, address, None)
             self._nursery.start_soon(stream.aclose)
             return
+        self._nursery.start_soon(self._accept_sniffed, stream, address)
+
+    @trio.lowlevel.enable_ki_protection
+    async def _accept_sniffed(self, stream: trio.abc.Stream, address: str) -> None:
+        """A node with certificates: sniff the first bytes, then TLS or (local peers only) plaintext.
+
+        Our own handshake waits until the first bytes decided (it goes inside TLS if the
+        peer speaks TLS). All of it runs within the handshake timeout and counts as a
+        connection in progress.
+        """
+        assert self._tls is not None
         deadline = trio.current_time() + self.config.effective_handshake_timeout
+        scope = trio.CancelScope(deadline=deadline)
+        self._handshakes.add(scope)
+        served: trio.abc.Stream | None = None
+        initial = b""
+        phase = "its first bytes"
+        try:
+            with scope:
+                try:
+                    hello, prefix = await self._sniff(stream, address)
+                    if hello:
+                        phase = "the TLS handshake"
+                        served = await self._tls.server(stream, prefix, address)
+                    elif address in LOCAL_ADDRESSES:
+                        served, initial = stream, prefix
+                    else:
+                        raise TLSError(
+                            f"{address} sent plaintext, but it is not 127.0.0.1 or ::1, so chirp requires"
+                            " TLS: is its encryption disabled?"
+                        )
+                except TLSError as exc:
+                    error = TLSError(f"connection from {address}: {exc}")
+                    error.__cause__ = exc.__cause__
+                    self._count_error(error, address, None)
+                except CONTAINED_ERRORS as exc:
+                    self._count_error(lost_error(exc), address, None)
+        finally:
+            self._handshakes.discard(scope)
+            if served is None:
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await _aclose_quietly(stream)
+        if served is None:
+            if scope.cancelled_caught and not self._closing:
+                timeout = ChirpTimeoutError(
+                    f"connection from {address}: no TLS or chirp handshake within the handshake timeout"
+                    f" ({self.config.effective_handshake_timeout}s), waiting for {phase}"
+                )
+                self._count_error(timeout, address, None)
+            return
         conn = Connection(
-            self, stream, peer_address=address, outgoing_remote=None, handshake_deadline=deadline
+            self,
+            served,
+            peer_address=address,
+            outgoing_remote=None,
+            handshake_deadline=deadline,
+            initial_data=initial,
         )
         self._connections.add(conn)
-        self._nursery.start_soon(conn.run)
+        if self._closing:
+            conn.close(ShutdownError("node is closing"))
+        await conn.run()
+
+    async def _sniff(self, stream: trio.abc.Stream, address: str) -> tuple[bool, bytes]:
+        """Read until the first bytes tell a TLS ClientHello from anything else (``_sniff.py``)."""
+        data = b""
+        while (verdict := client_hello_verdict(data)) is None:
+            chunk = await stream.receive_some(self.config.effective_buffer_size)
+            if not chunk:
+                raise ConnectionLostError(f"{address} closed the connection before its handshake")
+            data += chunk
+        return verdict, data
 
     # --- remotes and connections ----------------------------------------------------------
     def _get_remote(self, key: RemoteKey) -> Remote:
@@ -209,20 +333,42 @@ class Chirp:
     @trio.lowlevel.enable_ki_protection
     async def _dial(self, remote: Remote) -> None:
         deadline = trio.current_time() + self.config.connect_timeout
+        where = f"{remote.address}:{remote.port}"
+        raw: trio.abc.Stream | None = None
         stream: trio.abc.Stream | None = None
+        initial = b""
         error: ChirpError | None = None
-        with trio.move_on_at(deadline):
-            try:
-                stream = await self._transport.connect(remote.address, remote.port)
-            except OSError as exc:
-                error = CannotConnectError(f"cannot connect to {remote.address}:{remote.port}: {exc}")
-                error.__cause__ = exc
+        phase = ""
+        try:
+            with trio.move_on_at(deadline):
+                try:
+                    raw, source = await self._transport.connect(
+                        remote.address, remote.port, bind=self._bind_for(remote.address)
+                    )
+                    if not self._encrypts(remote.address, source):
+                        stream = raw
+                    elif self._tls is None:
+                        raise self._tls_error(source if remote.address in LOCAL_ADDRESSES else remote.address)
+                    else:
+                        phase = " (in the TLS handshake)"
+                        bufsize = self.config.effective_buffer_size
+                        stream, initial = await self._tls.client(raw, remote.address, remote.port, bufsize)
+                except TLSError as exc:
+                    error = TLSError(f"cannot connect to {where}: {exc}")
+                    error.__cause__ = exc.__cause__
+                except (OSError, trio.BrokenResourceError) as exc:
+                    error = CannotConnectError(f"cannot connect to {where}: {exc}")
+                    error.__cause__ = exc
+        finally:
+            if stream is None and raw is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await _aclose_quietly(raw)
         if stream is None:
             remote.connecting = False
             if error is None:
                 timeout = ChirpTimeoutError(
-                    f"connecting to {remote.address}:{remote.port} took longer than the connect"
-                    f" timeout ({self.config.connect_timeout}s)"
+                    f"connecting to {where} took longer than the connect"
+                    f" timeout ({self.config.connect_timeout}s){phase}"
                 )
                 self._count_error(timeout, remote.address, remote.port)
                 self._on_remote_failure(remote, timeout)
@@ -231,7 +377,12 @@ class Chirp:
                 self._on_connect_failed(remote, error)
             return
         conn = Connection(
-            self, stream, peer_address=remote.address, outgoing_remote=remote, handshake_deadline=deadline
+            self,
+            stream,
+            peer_address=remote.address,
+            outgoing_remote=remote,
+            handshake_deadline=deadline,
+            initial_data=initial,
         )
         self._connections.add(conn)
         if self._closing or remote.closed:
@@ -275,7 +426,7 @@ class Chirp:
                 self._count_error(cause, conn.peer_address, dialled.port)
                 self._on_remote_failure(dialled, cause)
             else:
-                error = CannotConnectError(
+                error: ChirpError = (TLSError if isinstance(cause, TLSError) else CannotConnectError)(
                     f"cannot connect to {dialled.address}:{dialled.port}: the connection ended before"
                     f" the peer's chirp handshake: {cause}"
                 )
@@ -470,7 +621,7 @@ class Chirp:
                 raise ShutdownError(f"{self} is closed")
             key = _destination(message)
             check_frame_lengths(len(message.header), len(message.data))
-            if self._needs_tls(key[0]):
+            if self._tls is None and self._needs_tls(key[0]):
                 raise self._tls_error(key[0])
             if message._in_use:
                 raise MessageInUseError(f"{message!r} is already being sent")
@@ -707,7 +858,7 @@ class Chirp:
         traffic = {name: totals[name] + sum(getattr(c, name) for c in conns) for name in TRAFFIC_COUNTERS}
         return NodeStats(
             port=self.port,
-            connections=len(conns),
+            connections=len(conns) + len(self._handshakes),
             remotes=tuple(remotes),
             slots_in_use=sum(c.slots.in_use for c in conns),
             slots_peak=max([self._peak_slots, *(c.slots.peak for c in conns)]),
@@ -774,6 +925,8 @@ class Chirp:
             remote.close()
         for conn in list(self._connections):
             conn.close(ShutdownError(f"{self} is closing"))
+        for scope in self._handshakes:
+            scope.cancel()
         self._incoming_send.close()
         while True:
             try:
@@ -783,6 +936,11 @@ class Chirp:
             message.release(ack=False)
         self._incoming_recv.close()
         self._closed.set()
+
+
+async def _aclose_quietly(stream: trio.abc.Stream) -> None:
+    with contextlib.suppress(*CONTAINED_ERRORS):
+        await stream.aclose()
 
 
 def copy_error(error: ChirpError) -> ChirpError:
@@ -818,12 +976,15 @@ async def open_chirp(
     *,
     transport: Transport | None = None,
     rng: random.Random | None = None,
+    tls: TLSContexts | None = None,
 ) -> AsyncIterator[Chirp]:
     """Run a node for the duration of the ``async with`` block.
 
     ``transport`` replaces TCP (e.g. ``trio_chirp.testing.MemoryNetwork().host(ip)``);
     ``rng`` drives every random choice (initial serials, debounce, GC jitter) so tests
-    can assert exact virtual times.
+    can assert exact virtual times. ``tls`` is a ready ``TLSContexts`` pair, instead of
+    ``Config.cert_chain_pem``/``dh_params_pem`` (docs/tls.md). Certificate files that are
+    missing, unreadable or unusable raise ``ValueError`` (naming the field and path) here.
 
     Whatever the block raises comes out exactly as it would without ``open_chirp`` (a
     bare exception stays bare, a group stays the same group); the node's own nursery
@@ -831,13 +992,14 @@ async def open_chirp(
     one that raises, is cancelled or interrupted closes at once.
     """
     config = config or Config()
-    _check_certificate_files(config)
+    contexts = contexts_for(config, tls)
+    layer = None if contexts is None else TLSLayer(contexts, config.verify_peer)
     body_error: BaseException | None = None
     close_error: BaseException | None = None
     internal: BaseExceptionGroup[BaseException] | None = None
     try:
         async with trio.open_nursery() as nursery:
-            chirp = Chirp(config, transport or TCPTransport(), rng or random.Random(), nursery)
+            chirp = Chirp(config, transport or TCPTransport(), rng or random.Random(), nursery, layer)
             await chirp._start()
             try:
                 yield chirp
@@ -898,6 +1060,7 @@ async def serve_chirp(
     *,
     transport: Transport | None = None,
     rng: random.Random | None = None,
+    tls: TLSContexts | None = None,
     task_status: trio.TaskStatus[Chirp] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a node until cancelled, or until ``await chirp.aclose()`` closed it.
@@ -906,6 +1069,6 @@ async def serve_chirp(
     once (sends awaiting ACKs fail with ``ShutdownError``); for a graceful stop call
     ``await chirp.aclose()`` first, after which this returns by itself.
     """
-    async with open_chirp(config, transport=transport, rng=rng) as chirp:
+    async with open_chirp(config, transport=transport, rng=rng, tls=tls) as chirp:
         task_status.started(chirp)
         await chirp._closed.wait()

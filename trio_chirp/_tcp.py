@@ -9,6 +9,7 @@ its writer task is idle, without a task switch.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 from collections import deque
 from collections.abc import Sequence
@@ -138,15 +139,20 @@ def _open_listeners(hosts: list[str], port: int, backlog: int) -> list[socket.so
 class TCPTransport(Transport):
     """TCP with ``TCP_NODELAY``; IPv6 listeners are IPv6-only, as libchirp's are."""
 
-    async def connect(self, address: str, port: int) -> trio.abc.Stream:
+    async def connect(
+        self, address: str, port: int, *, bind: str | None = None
+    ) -> tuple[trio.abc.Stream, str]:
         sock = socket.socket(_family(address), socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
+            if bind is not None:
+                sock.bind((bind, 0))
             await trio.socket.from_stdlib_socket(sock).connect((address, port))
+            local = str(ipaddress.ip_address(sock.getsockname()[0].split("%", 1)[0]))
         except BaseException:
             sock.close()
             raise
-        return TCPStream(sock)
+        return TCPStream(sock), local
 
     async def serve(
         self,

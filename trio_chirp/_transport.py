@@ -1,9 +1,11 @@
 """Stream factories: how a node gets byte streams, so TCP can be swapped for anything.
 
 The node never opens sockets itself. It asks a ``Transport`` to listen (reporting each
-accepted stream with the peer's IP address) and to connect to ``(address, port)``. TCP
-lives in ``_tcp.py``; ``trio_chirp.testing`` provides an in-memory network of
-IP-addressed hosts that runs the same node code under ``MockClock``; TLS wraps either.
+accepted stream with the peer's IP address) and to connect to ``(address, port)``,
+optionally from a given source address, learning the source address the peer sees
+(libchirp's plaintext rule looks at that address on the other side). TCP lives in
+``_tcp.py``; ``trio_chirp.testing`` provides an in-memory network of IP-addressed hosts
+that runs the same node code under ``MockClock``; TLS (``_tls.py``) wraps either.
 
 Any ``trio.abc.Stream`` works. A stream may also offer two optional methods that the
 connection uses when present (duck-typed, so wrappers need not implement them):
@@ -32,11 +34,18 @@ class Transport(ABC):
     """Where a node's streams come from."""
 
     @abstractmethod
-    async def connect(self, address: str, port: int) -> trio.abc.Stream:
+    async def connect(
+        self, address: str, port: int, *, bind: str | None = None
+    ) -> tuple[trio.abc.Stream, str]:
         """Open a stream to ``address`` (an IP literal) and ``port``.
 
-        Raises ``OSError`` when the connection cannot be made; may block until the
-        caller's cancel scope expires (the node applies the connect timeout).
+        ``bind`` (an IP literal of the same family, or None) is the local address to
+        connect from; None lets the system choose. Returns the stream and the local IP
+        address the peer sees as this connection's source (normalised text).
+
+        Raises ``OSError`` when the connection cannot be made (``bind`` not an address
+        of this host included); may block until the caller's cancel scope expires (the
+        node applies the connect timeout).
         """
 
     @abstractmethod

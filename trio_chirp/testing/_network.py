@@ -98,9 +98,12 @@ class MemoryTransport(Transport):
         self._next_ephemeral_port = port + 1 if port < high else low
         return port
 
-    async def connect(self, address: str, port: int) -> MemoryStream:
+    async def connect(self, address: str, port: int, *, bind: str | None = None) -> tuple[MemoryStream, str]:
         """Connect to ``(address, port)``; costs one round trip of the path's latency.
 
+        Returns the client end and this host's address (the source the peer sees).
+        ``bind`` must be None or this host's own address (``OSError(EADDRNOTAVAIL)``
+        otherwise, as for a socket bound to an address the machine does not have).
         Raises ``ConnectionRefusedError`` (no listener, or ``refuse``\\ d; the refusal also
         takes a round trip), ``OSError(EHOSTUNREACH)`` for an address no ``host()`` call
         created, ``OSError(EINVAL)`` for a non-IP; hangs while the path is black-holed or
@@ -111,6 +114,8 @@ class MemoryTransport(Transport):
             target = _normalize(address)
         except ValueError:
             raise _oserror(errno.EINVAL, f"not an IP address: {address!r}") from None
+        if bind is not None and _normalize(bind) != self._address:
+            raise _oserror(errno.EADDRNOTAVAIL, f"{bind} is not the address of host {self._address}")
         net = self._network
         path = net._path(self._address, target)
         while path.stalled:
@@ -129,7 +134,7 @@ class MemoryTransport(Transport):
             except BaseException:
                 stream._reset()  # the listener side already has its end
                 raise
-        return stream
+        return stream, self._address
 
     async def serve(
         self,
