@@ -10,12 +10,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+if TYPE_CHECKING:
+    from tls_helpers import PKISet
+
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKISet:
+    """Chain files for the TLS tests (``tls_helpers.py``), made once per session."""
+    from tls_helpers import make_test_pki
+
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
 
 
 def in_ci() -> bool:

@@ -179,15 +179,16 @@ class Chirp:
             return None
         return bind
 
-    def _tls_error(self, address: str) -> TLSError:
-        if ipaddress.ip_address(address).is_loopback and address not in LOCAL_ADDRESSES:
+    def _tls_error(self, address: str, *, source: bool = False) -> TLSError:
+        """TLS is needed, no certificates are configured; ``source``: our own address is the non-local one."""
+        if source:
+            why = (
+                f"the peer sees this node as {address}, which is not 127.0.0.1 or ::1, so chirp requires TLS"
+            )
+        elif ipaddress.ip_address(address).is_loopback:
             why = (
                 f"{address} is a loopback address, but libchirp sends plaintext only to the literals"
                 " 127.0.0.1 and ::1, so chirp requires TLS for it"
-            )
-        elif address in LOCAL_ADDRESSES:
-            why = (
-                f"the peer sees this node as {address}, which is not 127.0.0.1 or ::1, so chirp requires TLS"
             )
         else:
             why = f"{address} is not 127.0.0.1 or ::1, so chirp requires TLS for it"
@@ -273,18 +274,18 @@ class Chirp:
                     self._count_error(error, address, None)
                 except CONTAINED_ERRORS as exc:
                     self._count_error(lost_error(exc), address, None)
+            if served is None and scope.cancelled_caught and not self._closing:
+                timeout = ChirpTimeoutError(
+                    f"connection from {address}: no TLS or chirp handshake within the handshake timeout"
+                    f" ({self.config.effective_handshake_timeout}s), waiting for {phase}"
+                )
+                self._count_error(timeout, address, None)
         finally:
             self._handshakes.discard(scope)
             if served is None:
                 with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                     await _aclose_quietly(stream)
         if served is None:
-            if scope.cancelled_caught and not self._closing:
-                timeout = ChirpTimeoutError(
-                    f"connection from {address}: no TLS or chirp handshake within the handshake timeout"
-                    f" ({self.config.effective_handshake_timeout}s), waiting for {phase}"
-                )
-                self._count_error(timeout, address, None)
             return
         conn = Connection(
             self,
@@ -348,7 +349,9 @@ class Chirp:
                     if not self._encrypts(remote.address, source):
                         stream = raw
                     elif self._tls is None:
-                        raise self._tls_error(source if remote.address in LOCAL_ADDRESSES else remote.address)
+                        if self._needs_tls(remote.address):
+                            raise self._tls_error(remote.address)
+                        raise self._tls_error(source, source=True)
                     else:
                         phase = " (in the TLS handshake)"
                         bufsize = self.config.effective_buffer_size

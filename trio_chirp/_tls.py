@@ -17,6 +17,7 @@ anchors is admitted (docs/tls.md); ``Config.verify_peer`` may refuse more.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
 from collections.abc import Callable, Mapping
@@ -272,6 +273,8 @@ def describe_tls_failure(error: ssl.SSLError) -> str:
 
 # --- handshakes ----------------------------------------------------------------------------
 
+_ALERT_SECONDS: Final = 1.0
+
 
 class _HandshakeTransport(trio.abc.Stream):
     """What an ``SSLStream`` reads and writes: the raw stream, plus sniffed bytes and turns.
@@ -327,6 +330,20 @@ class _HandshakeTransport(trio.abc.Stream):
         await self._inner.aclose()
 
 
+async def _send_alert(tls: trio.SSLStream[_HandshakeTransport], transport: _HandshakeTransport) -> None:
+    """Send the alert OpenSSL wrote when the handshake failed, so the peer learns the reason.
+
+    ``SSLStream`` drops what is still in its outgoing buffer when the handshake raises:
+    without this the peer would see a bare EOF instead of "unknown CA" or "certificate
+    required". Best effort, briefly: the connection is being closed anyway.
+    """
+    outgoing = getattr(tls, "_outgoing", None)  # SSLStream's private MemoryBIO
+    if not isinstance(outgoing, ssl.MemoryBIO) or not outgoing.pending:
+        return
+    with trio.move_on_after(_ALERT_SECONDS), contextlib.suppress(trio.BrokenResourceError, OSError):
+        await transport.send_all(outgoing.read())
+
+
 class TLSLayer:
     """A node's TLS: its contexts, its peer check, and the turns its handshakes take."""
 
@@ -348,7 +365,7 @@ class TLSLayer:
         """
         transport = _HandshakeTransport(stream, b"", self._turn)
         tls = trio.SSLStream(transport, self.contexts.client, server_hostname=address, https_compatible=True)
-        await self._handshake(tls, transport, f"TLS handshake with {address}:{port} failed")
+        await self._handshake(tls, transport)
         self._check_peer(tls, address, port, outgoing=True)
         try:
             first = await tls.receive_some(bufsize)
@@ -356,12 +373,10 @@ class TLSLayer:
             cause = ssl_cause(exc)
             if cause is None:
                 raise
-            raise TLSError(
-                f"{address}:{port} refused the connection: {describe_tls_failure(cause)}"
-            ) from cause
+            raise TLSError(f"refused after the TLS handshake: {describe_tls_failure(cause)}") from cause
         if not first:
             raise TLSError(
-                f"{address}:{port} closed the connection right after the TLS handshake, before its chirp"
+                "the peer closed the connection right after the TLS handshake, before its chirp"
                 " handshake: it most likely refused our certificate"
             )
         return tls, bytes(first)
@@ -370,12 +385,12 @@ class TLSLayer:
         """TLS over an accepted stream whose first bytes (``prefix``) were already read."""
         transport = _HandshakeTransport(stream, prefix, self._turn)
         tls = trio.SSLStream(transport, self.contexts.server, server_side=True, https_compatible=True)
-        await self._handshake(tls, transport, f"TLS handshake with {address} failed")
+        await self._handshake(tls, transport)
         self._check_peer(tls, address, None, outgoing=False)
         return tls
 
     async def _handshake(
-        self, tls: trio.SSLStream[_HandshakeTransport], transport: _HandshakeTransport, what: str
+        self, tls: trio.SSLStream[_HandshakeTransport], transport: _HandshakeTransport
     ) -> None:
         await transport.take_turn()
         try:
@@ -384,7 +399,9 @@ class TLSLayer:
             cause = ssl_cause(exc)
             if cause is None:
                 raise
-            raise TLSError(f"{what}: {describe_tls_failure(cause)}") from cause
+            transport.end_handshake()
+            await _send_alert(tls, transport)
+            raise TLSError(f"TLS handshake failed: {describe_tls_failure(cause)}") from cause
         finally:
             transport.end_handshake()
 
