@@ -12,6 +12,7 @@ import re
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from trio_chirp import (
 from trio_chirp._protocol import encode_frame, encode_handshake
 from trio_chirp._sniff import client_hello_verdict
 from trio_chirp._tls import _HandshakeTransport
-from trio_chirp.testing import MemoryNetwork, MemoryStream
+from trio_chirp.testing import MemoryNetwork
 
 A, B, C, D = "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"
 LOCAL, LOOPBACK2 = "127.0.0.1", "127.0.0.2"
@@ -304,6 +305,41 @@ async def test_a_client_hello_to_a_node_without_certificates(
     )
 
 
+async def test_a_tls_failure_after_the_first_read_but_before_the_chirp_handshake_is_a_tls_error(
+    pki: PKISet, autojump_clock: trio.abc.Clock
+) -> None:
+    # A fake server: TLS, one byte of a chirp handshake inside it, then bytes that are no
+    # TLS record. The connection fails before the peer's handshake: fail fast, as TLSError.
+    net = MemoryNetwork()
+    server = TLSContexts.from_files(pki["beta"]).server
+
+    async def fake(stream: trio.abc.Stream) -> None:
+        tls = trio.SSLStream(stream, server, server_side=True, https_compatible=True)
+        await tls.do_handshake()
+        await tls.send_all(b"\x0b")
+        await stream.send_all(b"no TLS record at all")
+        await _read_to_eof(stream)
+
+    async with trio.open_nursery() as nursery:
+
+        def on_accept(stream: trio.abc.Stream, peer: str) -> None:
+            nursery.start_soon(fake, stream)
+
+        await nursery.start(
+            partial(
+                net.host(B).serve, port=PORT, bind_v4="0.0.0.0", bind_v6=None, backlog=8, on_accept=on_accept
+            )
+        )
+        async with node(net, A, pki.config("alpha", port=PORT)) as a:
+            text = await refused_at_once(a, to(B))
+            assert text.startswith(
+                f"cannot connect to {B}:{PORT}: the connection ended before the peer's chirp"
+            )
+            assert "the peer does not speak TLS on this connection" in text
+            assert a.statistics().errors == {"TLSError": 1}
+        nursery.cancel_scope.cancel()
+
+
 async def test_without_certificates_a_non_local_source_needs_tls_too(autojump_clock: trio.abc.Clock) -> None:
     # Dialling 127.0.0.1 from another address: the peer sees a non-local source.
     net = MemoryNetwork()
@@ -374,7 +410,7 @@ async def test_an_identity_crafted_like_a_client_hello_is_taken_for_tls(
         assert b.statistics().errors == {"TLSError": 1}
 
 
-async def _read_to_eof(stream: MemoryStream) -> bytes:
+async def _read_to_eof(stream: trio.abc.ReceiveStream) -> bytes:
     seen = b""
     try:
         while chunk := await stream.receive_some(65536):
@@ -490,6 +526,12 @@ async def test_outgoing_connections_bind_to_bind_v4_except_to_local_literals(
         got = await deliver(a, local, to(LOCAL, b"unbound"))  # 127.0.0.1 is dialled unbound
         assert got.data == b"unbound"
         assert b.statistics().errors == {}
+    async with (
+        node(net, B, Config(port=PORT, disable_encryption=True)) as b,
+        node(net, A, Config(port=PORT, disable_encryption=True, bind_v4="127.0.0.5")) as a,
+    ):
+        got = await deliver(a, b, to(B, b"loopback bind, remote peer"))  # could not be reached bound
+        assert (got.data, got.address) == (b"loopback bind, remote peer", A)
 
 
 # --- start-up ---------------------------------------------------------------------------------

@@ -97,6 +97,10 @@ def _unspecified(address: str) -> bool:
     return ipaddress.ip_address(address).is_unspecified
 
 
+def _loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
+
+
 @final
 class Chirp:
     """A running node. Made by ``open_chirp()`` / ``serve_chirp()``, not directly."""
@@ -167,15 +171,18 @@ class Chirp:
         return self._needs_tls(destination) or self._needs_tls(source)
 
     def _bind_for(self, destination: str) -> str | None:
-        """The source address to dial from: ``bind_v4``/``bind_v6`` unless a wildcard; None for 127.0.0.1/::1.
+        """The address to dial from: ``bind_v4``/``bind_v6``, so the peer sees the address we listen on.
 
-        Bound, the peer sees the address we listen on, so both ends reach the same
-        encryption decision; 127.0.0.1 and ::1 are dialled unbound (from themselves).
+        Then both ends reach the same encryption decision (PROTOCOL.md 2.2). Not bound:
+        wildcards; 127.0.0.1 and ::1 (dialled from themselves, so plaintext); and a
+        loopback ``bind`` for a destination that is not loopback (it could not reach it).
         """
         if destination in LOCAL_ADDRESSES:
             return None
         bind = self.config.bind_v6 if ":" in destination else self.config.bind_v4
         if bind is None or _unspecified(bind):
+            return None
+        if _loopback(bind) and not _loopback(destination):
             return None
         return bind
 
