@@ -26,6 +26,7 @@ import trio_chirp._node
 from trio_chirp import (
     CannotConnectError,
     Chirp,
+    ChirpTimeoutError,
     Config,
     Message,
     TLSContexts,
@@ -337,6 +338,37 @@ async def test_a_tls_failure_after_the_first_read_but_before_the_chirp_handshake
             )
             assert "the peer does not speak TLS on this connection" in text
             assert a.statistics().errors == {"TLSError": 1}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_tls_handshake_that_never_completes_times_out_as_still_connecting(
+    pki: PKISet, autojump_clock: trio.abc.Clock
+) -> None:
+    # A peer that accepts and never answers the ClientHello: the connect timeout, named.
+    net = MemoryNetwork()
+    async with trio.open_nursery() as nursery:
+        accepted: list[trio.abc.Stream] = []
+        serve = partial(
+            net.host(B).serve,
+            port=PORT,
+            bind_v4="0.0.0.0",
+            bind_v6=None,
+            backlog=8,
+            on_accept=lambda s, _: accepted.append(s),
+        )
+        await nursery.start(serve)
+        async with node(net, A, pki.config("alpha", port=PORT, timeout=0.5)) as a:
+            start = trio.current_time()
+            with pytest.raises(ChirpTimeoutError, match="still connecting"):
+                await a.send(to(B))
+            assert trio.current_time() - start == pytest.approx(0.5)  # the send's own deadline
+            await trio.sleep(0.6)  # virtual: past the connect timeout of the attempt, 2 * timeout
+            assert a.statistics().errors == {"ChirpTimeoutError": 1}
+            [remote] = a.statistics().remotes
+            assert remote.last_error == (
+                f"connecting to {B}:{PORT} took longer than the connect timeout (1.0s) (in the TLS handshake)"
+            )
+        assert len(accepted) == 1
         nursery.cancel_scope.cancel()
 
 
