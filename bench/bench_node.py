@@ -5,6 +5,7 @@
     .venv/bin/python bench/bench_node.py --quick              # 1 s runs and 200 idle connections: a smoke run
     .venv/bin/python bench/bench_node.py async-1k echo-1k     # some workloads only
     .venv/bin/python bench/bench_node.py --profile DIR ...    # also py-spy both processes while measuring
+    .venv/bin/python bench/bench_node.py --tls async-1k ...   # the same over TLS (127.0.0.3 -> 127.0.0.2)
 
 Shape of a throughput workload: this process only orchestrates. It starts a *receiver*
 process (one node, one task doing ``receive()`` + ``release()``) and a *sender* process (one
@@ -28,6 +29,9 @@ so the table shows which side is the bottleneck (a process at ~100 % is saturate
   reports the Python allocations per connection by source line.
 
 Every node listens on 127.0.0.1 only and has ``reuse_time=3600`` so nothing is collected.
+With ``--tls`` the receiver listens on 127.0.0.2 and senders dial it from 127.0.0.3 (only
+127.0.0.1 and ::1 are plaintext), with certificates from ``trio_chirp.pki.make_pki`` in a
+temporary directory (RSA 2048, TLS 1.3 negotiated); the raw baselines stay plaintext.
 """
 
 from __future__ import annotations
@@ -130,16 +134,29 @@ def proc_status(field: str, pid: int | str = "self") -> int:
 
 
 HEADER_MAP = [True]  # --no-header-map sets it False in the child
+TLS_DIR: list[Path | None] = [None]  # --tls DIR in the child: certificates from make_pki
+TLS_RECEIVER, TLS_SENDER = "127.0.0.2", "127.0.0.3"
 
 
-def node_config(*, synchronous: bool) -> trio_chirp.Config:
+def dest() -> str:
+    """The address senders send to."""
+    return HOST if TLS_DIR[0] is None else TLS_RECEIVER
+
+
+def node_config(*, synchronous: bool, receiver: bool = False) -> trio_chirp.Config:
+    tls: dict[str, Any] = {}
+    bind = HOST
+    if TLS_DIR[0] is not None:
+        bind = TLS_RECEIVER if receiver else TLS_SENDER
+        tls["cert_chain_pem"] = TLS_DIR[0] / ("receiver.pem" if receiver else "sender.pem")
     return trio_chirp.Config(
         port=0,
         synchronous=synchronous,
         reuse_time=REUSE_TIME,
-        bind_v4=HOST,
+        bind_v4=bind,
         bind_v6=None,
         header_map=HEADER_MAP[0],
+        **tls,
     )
 
 
@@ -205,7 +222,7 @@ class Meter:
 async def run_receiver(args: argparse.Namespace) -> None:
     mode = args.mode
     async with (
-        trio_chirp.open_chirp(node_config(synchronous=mode == "sync")) as chirp,
+        trio_chirp.open_chirp(node_config(synchronous=mode == "sync", receiver=True)) as chirp,
         trio.open_nursery() as nursery,
     ):
         nursery.start_soon(cancel_on_sigterm, nursery.cancel_scope)
@@ -246,7 +263,7 @@ async def run_sender(args: argparse.Namespace) -> None:
         trio.open_nursery() as nursery,
     ):
         nursery.start_soon(cancel_on_sigterm, nursery.cancel_scope)
-        msg = trio_chirp.Message(b"s" * args.size, address=HOST, port=args.port)
+        msg = trio_chirp.Message(b"s" * args.size, address=dest(), port=args.port)
         send = chirp.send
         if args.new_message or args.deadline:
             send = _application_send(chirp, args)
@@ -275,20 +292,20 @@ def _application_send(chirp: trio_chirp.Chirp, args: argparse.Namespace) -> Any:
     """``send`` as applications call it: ``--new-message`` builds a new ``Message`` per send
     (ignoring the one passed), ``--deadline`` puts each send in a caller's cancel scope, so
     the deadline travels in our header map (unless ``--no-header-map``)."""
-    data, port, send = b"s" * args.size, args.port, chirp.send
+    data, port, send, host = b"s" * args.size, args.port, chirp.send, dest()
     Message, move_on_after = trio_chirp.Message, trio.move_on_after
 
     if args.new_message and args.deadline:
 
         async def new_with_deadline(_: trio_chirp.Message) -> None:
             with move_on_after(60):
-                await send(Message(data, address=HOST, port=port))
+                await send(Message(data, address=host, port=port))
 
         return new_with_deadline
     if args.new_message:
 
         async def new(_: trio_chirp.Message) -> None:
-            await send(Message(data, address=HOST, port=port))
+            await send(Message(data, address=host, port=port))
 
         return new
 
@@ -303,7 +320,8 @@ async def run_idle_receiver(args: argparse.Namespace) -> None:
     import tracemalloc
 
     raise_fd_limit()
-    async with trio_chirp.open_chirp(node_config(synchronous=False)) as chirp, trio.open_nursery() as nursery:
+    config = node_config(synchronous=False, receiver=True)
+    async with trio_chirp.open_chirp(config) as chirp, trio.open_nursery() as nursery:
         nursery.start_soon(cancel_on_sigterm, nursery.cancel_scope)
         await trio.sleep(0.2)
         gc.collect()
@@ -365,9 +383,9 @@ async def run_idle_sender(args: argparse.Namespace) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_on_sigterm, nursery.cancel_scope)
             for node in nodes:
-                await node.send(trio_chirp.Message(b"i" * args.size, address=HOST, port=args.port))
+                await node.send(trio_chirp.Message(b"i" * args.size, address=dest(), port=args.port))
             for node in nodes:
-                await node.flush(HOST, args.port)
+                await node.flush(dest(), args.port)
             emit("READY")
             await trio.sleep_forever()
 
@@ -544,6 +562,8 @@ def run_throughput(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
     timing += ["--new-message"] * args.new_message + ["--deadline"] * args.deadline
     timing += ["--no-header-map"] * args.no_header_map
     prefix = "raw-" if w.mode.startswith("raw-") else ""
+    if args.tls is not None and not prefix:
+        timing += ["--tls-dir", str(args.tls)]
     receiver = Child(prefix + "receiver", *timing)
     sender: Child | None = None
     try:
@@ -589,6 +609,8 @@ def run_throughput(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
 def run_idle(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
     raise_fd_limit()
     extra = ["--connections", str(args.connections), "--size", str(w.size)]
+    if args.tls is not None:
+        extra += ["--tls-dir", str(args.tls)]
     if args.profile:
         extra.append("--tracemalloc")
     receiver = Child("idle-receiver", *extra)
@@ -599,8 +621,9 @@ def run_idle(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
         while left > 0:
             nodes = min(NODES_PER_PROCESS, left)
             left -= nodes
+            tls = [] if args.tls is None else ["--tls-dir", str(args.tls)]
             senders.append(
-                Child("idle-sender", "--port", str(port), "--nodes", str(nodes), "--size", str(w.size))
+                Child("idle-sender", "--port", str(port), "--nodes", str(nodes), "--size", str(w.size), *tls)
             )
         for sender in senders:
             sender.expect("READY", 60)
@@ -664,7 +687,20 @@ def orchestrate(args: argparse.Namespace) -> None:
         args.profile.mkdir(parents=True, exist_ok=True)
     if args.same_cpu:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # children inherit it
+    if args.tls and args.tls_dir is None:
+        import tempfile
+
+        from trio_chirp.pki import make_pki
+
+        args.tls_dir = Path(tempfile.mkdtemp(prefix="bench-tls-"))
+        make_pki(args.tls_dir, ["receiver", "sender"])
+    args.tls = args.tls_dir if args.tls else None  # from here on: the directory, or None
     print(machine())
+    if args.tls is not None:
+        print(
+            f"TLS: receiver {TLS_RECEIVER}, senders {TLS_SENDER}, certificates in {args.tls}"
+            " (raw-* stay plaintext)"
+        )
     print(
         f"warm-up {args.warmup}s, measuring {args.duration}s per workload, best of {args.repeat};"
         f" CPUs {sorted(os.sched_getaffinity(0))}\n"
@@ -774,6 +810,10 @@ def main() -> None:
     parser.add_argument(
         "--no-header-map", action="store_true", help="Config(header_map=False): no deadline on the wire"
     )
+    parser.add_argument("--tls", action="store_true", help="TLS: senders on 127.0.0.3, receiver on 127.0.0.2")
+    parser.add_argument(
+        "--tls-dir", type=Path, default=None, help="with --tls: make-pki output with receiver.pem, sender.pem"
+    )
     # internal: child roles
     parser.add_argument("--role", choices=list(ROLES), help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -790,6 +830,8 @@ def main() -> None:
         args.connections = 200 if args.quick else 1000
     if args.no_header_map:
         HEADER_MAP[0] = False
+    if args.role and args.tls_dir is not None:
+        TLS_DIR[0] = args.tls_dir
     if args.role:
         child_main(args)
     else:
