@@ -2,8 +2,10 @@
 
 A node runs inside the caller's Trio app: ``open_chirp()`` opens a nursery that holds
 the listener, one task per connection (each its own nursery), the garbage collector
-and the reconnect debouncer. The node never imports TCP, TLS or the in-memory network:
-it is handed a ``Transport``.
+and the reconnect debouncer. The node never imports TCP or the in-memory network: it is
+handed a ``Transport``. It decides per connection whether to encrypt (PROTOCOL.md 2.2,
+docs/tls.md) and has ``_tls.TLSLayer`` run the handshake on the transport's stream before
+the connection starts; accepted connections of a node with certificates are sniffed first.
 """
 
 from __future__ import annotations

@@ -307,13 +307,16 @@ class _HandshakeTransport(trio.abc.Stream):
         self._turn = None
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        self.give_turn()
+        if self._held:
+            self.give_turn()
         await self._inner.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._inner.wait_send_all_might_not_block()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._turn is None and not self._prefix:  # after the handshake: a plain pass-through
+            return await self._inner.receive_some(max_bytes)
         self.give_turn()
         if self._prefix:
             take = len(self._prefix) if max_bytes is None else max_bytes
