@@ -111,6 +111,8 @@ class Connection:
         self.config = node.config
         self.stream = stream
         self.peer_address = peer_address
+        local = getattr(stream, "local", None)  # (ip, port) where the stream offers it
+        self.local_address: str | None = str(local[0]) if isinstance(local, tuple) else None
         self.outgoing_remote = outgoing_remote
         self.outgoing = outgoing_remote is not None
         self.remote: Remote | None = None

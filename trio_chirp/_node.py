@@ -29,6 +29,7 @@ from ._errors import (
     ChirpTimeoutError,
     ConnectionLostError,
     MessageInUseError,
+    ProtocolError,
     ShutdownError,
     TLSError,
 )
@@ -239,6 +240,9 @@ class Chirp:
         await conn.run()
 
     def _on_handshake(self, conn: Connection, handshake: Handshake) -> Remote:
+        refusal = self._refuse_handshake(conn, handshake)
+        if refusal is not None:
+            raise ProtocolError(f"{conn}: handshake refused: {refusal}")
         if conn.outgoing_remote is not None:
             # Attach to the remote we dialled, whatever port the peer announces
             # (libchirp re-keys by the announced port, PROTOCOL.md 1.2 / sharp edge 11).
@@ -250,6 +254,32 @@ class Chirp:
             remote = self._get_remote(remote.key)
         remote.attach(conn)
         return remote
+
+    def _refuse_handshake(self, conn: Connection, handshake: Handshake) -> str | None:
+        """Why a peer's handshake cannot be trusted, or None.
+
+        Port 0 cannot be replied to (``msg.port`` would be 0); our own identity or an
+        address we listen on would turn a replying application into a loop with itself.
+        Other nodes may use our port number on other addresses.
+        """
+        if handshake.port == 0:
+            return "it announced port 0"
+        if handshake.identity == self.identity:
+            return "it announced this node's own identity"
+        if handshake.port == self.port and self._listens_on(conn.peer_address, conn.local_address):
+            return f"it announced {conn.peer_address}:{handshake.port}, where this node listens"
+        return None
+
+    def _listens_on(self, address: str, local_address: str | None) -> bool:
+        """Whether this node listens on ``address`` (at its own port)."""
+        ip = ipaddress.ip_address(address)
+        bind = self.config.bind_v4 if ip.version == 4 else self.config.bind_v6
+        if bind is None:
+            return False
+        if not ipaddress.ip_address(bind).is_unspecified:
+            return ipaddress.ip_address(bind) == ip
+        # A wildcard listener: every address of this host, the whole loopback range included.
+        return ip.is_loopback or (local_address is not None and ipaddress.ip_address(local_address) == ip)
 
     def _on_connection_closed(self, conn: Connection, cause: ChirpError) -> None:
         self._connections.discard(conn)

@@ -44,6 +44,12 @@ class TCPStream(trio.abc.HalfCloseableStream):
     def socket(self) -> trio.socket.SocketType:
         return self._stream.socket
 
+    @property
+    def local(self) -> tuple[str, int]:
+        """This end's (ip, port), as ``trio_chirp.testing.MemoryStream.local``."""
+        name = self._raw.getsockname()
+        return str(name[0]), int(name[1])
+
     def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
         """Send what the kernel takes now; 0 when its buffer is full. Raises ``OSError``.
 
