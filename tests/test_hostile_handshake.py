@@ -59,7 +59,7 @@ async def test_sending_to_itself_fails_at_once(autojump_clock: trio.abc.Clock) -
     net = MemoryNetwork()
     async with node(net, A, timeout=30) as a:
         # Whichever end reads the handshake first refuses it: either way the send fails at once.
-        with pytest.raises(CannotConnectError, match="own identity|ended before the peer's chirp handshake"):
+        with pytest.raises(CannotConnectError, match=r"own identity|ended before the peer's chirp handshake"):
             await a.send(to(A))
         assert trio.current_time() == 0
 

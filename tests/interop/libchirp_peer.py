@@ -25,7 +25,9 @@ later as separate events without ``seq``. Every event has ``"event"`` and ``"ts"
     AUTO_RELEASE) plus ``IDENTITY`` as 32 hex digits. Driver options (not libchirp's),
     given here so that no message can arrive before the mode is set:
     ``HOLD`` (bool, keep received messages unreleased; needs AUTO_RELEASE false),
-    ``ECHO`` (bool), ``ECHO_RELEASE`` ("before"|"after", see ``echo``),
+    ``ECHO`` (bool), ``ECHO_RELEASE`` ("before"|"after"|"released", see ``echo``),
+    ``ECHO_DELAY`` (seconds, default 0: how long the receiver thread sleeps before
+    sending an echo; after the release with "before"/"released"),
     ``REPORT`` ("each"|"none": whether to emit one ``received`` event per message),
     ``DATA_HEX_LIMIT`` (int, default 1024: include ``data_hex`` up to this size).
     -> ``{"event":"started","port":..,"identity":hex,"config":{effective values}}``;
@@ -55,13 +57,18 @@ later as separate events without ``seq``. Every event has ``"event"`` and ``"ts"
     "errors":[first 20],"elapsed"}``.
 
 ``hold`` ``{"cmd":"hold","on":bool}``; ``echo`` ``{"cmd":"echo","on":bool,
-    "release":"before"|"after","data_hex":optional replacement}``; ``report``
+    "release":"before"|"after"|"released","delay":s,"data_hex":optional replacement}``; ``report``
     ``{"cmd":"report","mode":"each"|"none"}``: switch receive handling (see ``start``).
     Echo sends the received message object back (same identity, address, port), which
     is libchirp's documented reply pattern; outcomes are ``sent`` events with id
-    ``echo-<n>`` and ``echo_of`` = [identity, serial]. With AUTO_RELEASE false, release
+    ``echo-<n>``, ``echo_of`` = [identity, serial] and ``header_hex`` (the header the
+    echo carried: the received one, unchanged). With AUTO_RELEASE false, release
     "before" releases the slot before sending (queue style); "after" sends from the
-    slot-holding message and releases once the send completed (asyncio-handler style).
+    slot-holding message and releases once the send completed (asyncio-handler style);
+    "released" releases, waits (in the receiver thread) until libchirp reports the
+    release done, then sends: the queue style with its race decided, so the ACK of a
+    REQ_ACK message is always queued before the echo is submitted (with "before",
+    libchirp's loop thread may pick up the echo's send or the release first).
 
 ``release`` ``{"cmd":"release","count":n}`` | ``{"all":true}`` |
     ``{"identity":hex,"serial":n}``: release held messages (FIFO for count).
@@ -196,6 +203,7 @@ class Driver:
         self.echo = False
         self.echo_release = "before"
         self.echo_data: bytes | None = None
+        self.echo_delay = 0.0
         self.report = "each"
         self.data_hex_limit = DATA_HEX_LIMIT_DEFAULT
         self.auto_release = True
@@ -216,6 +224,7 @@ class Driver:
         self.hold = bool(conf.pop("HOLD", False))
         self.echo = bool(conf.pop("ECHO", False))
         self.echo_release = conf.pop("ECHO_RELEASE", "before")
+        self.echo_delay = float(conf.pop("ECHO_DELAY", 0.0))
         self.report = conf.pop("REPORT", "each")
         self.data_hex_limit = int(conf.pop("DATA_HEX_LIMIT", DATA_HEX_LIMIT_DEFAULT))
         config = libchirp.Config()
@@ -426,6 +435,7 @@ class Driver:
     def cmd_echo(self, c: dict[str, Any]) -> dict[str, Any]:
         self.echo = bool(c.get("on", True))
         self.echo_release = c.get("release", self.echo_release)
+        self.echo_delay = float(c.get("delay", self.echo_delay))
         self.echo_data = bytes.fromhex(c["data_hex"]) if "data_hex" in c else None
         return {"echo": self.echo, "release": self.echo_release}
 
@@ -572,18 +582,35 @@ class Driver:
         if not self.auto_release:
             if self.echo_release == "before":
                 self._release(msg)
+            elif self.echo_release == "released":
+                if not self._release_and_wait(msg):
+                    return
             else:
 
                 def after() -> None:
                     self._release(msg)
 
+        if self.echo_delay > 0:
+            time.sleep(self.echo_delay)
         send_id = f"echo-{n}"
+        extra = {"echo_of": echo_of, "header_hex": msg.header.hex()}
         try:
             fut = self.chirp.send(msg)
         except BaseException as exc:
-            self.w.emit("sent", id=send_id, ok=False, echo_of=echo_of, **_exc_fields(exc))
+            self.w.emit("sent", id=send_id, ok=False, **extra, **_exc_fields(exc))
             return
-        self._track_send(fut, send_id, {"echo_of": echo_of}, after=after)
+        self._track_send(fut, send_id, extra, after=after)
+
+    def _release_and_wait(self, msg: Any) -> bool:
+        """Release ``msg`` and block until libchirp has done it (echo release "released")."""
+        fields = {"identity": msg.identity.hex(), "serial": msg.serial}
+        try:
+            res = msg.release().result(timeout=30)
+        except BaseException as exc:
+            self.w.emit("released", ok=False, **_exc_fields(exc), **fields)
+            return False
+        self.w.emit("released", ok=True, result=None if res is None else [res[0].hex(), res[1]], **fields)
+        return True
 
 
 COMMANDS = {
