@@ -29,6 +29,7 @@ import trio
 from ._errors import ChirpError, ChirpTimeoutError, ConnectionLostError, ShutdownError
 from ._header import ChirpMeta
 from ._header import split as split_header
+from ._inbox import Budget
 from ._message import Message
 from ._protocol import NEED_DATA, DataFrame, FrameHead, FrameParser, Handshake, encode_handshake
 from ._remote import Outgoing, Remote, lost_error
@@ -68,31 +69,50 @@ def _join_small(parts: list[bytes] | list[memoryview], large: int) -> list[bytes
     return groups
 
 
+PROBE_INTERVAL: Final = 1.0
+"""A reader waiting for a slot checks this often whether its peer reset the connection."""
+
+
 class SlotPool:
-    """The receive slots of one connection; their number bounds unreleased messages."""
+    """The receive slots of one connection: the first is its own, the rest come from the budget.
 
-    __slots__ = ("_sem", "peak", "size")
+    The first slot is unconditional, so every live connection can always make progress
+    and readers never lock up on the node-wide budget; each further one (up to
+    ``size``) is taken only while the budget has room for the message (docs/memory.md).
+    """
 
-    def __init__(self, size: int) -> None:
+    __slots__ = ("_budget", "in_use", "peak", "size")
+
+    def __init__(self, size: int, budget: Budget) -> None:
         self.size = size
-        self._sem = trio.Semaphore(size, max_value=size)
+        self._budget = budget
+        self.in_use = 0
         self.peak = 0
 
-    @property
-    def in_use(self) -> int:
-        return self.size - self._sem.value
+    def _can_take(self, cost: int) -> bool:
+        return not self.in_use or (self.in_use < self.size and self._budget.fits(cost))
 
-    async def acquire(self) -> None:
-        if self._sem.value:
-            self._sem.acquire_nowait()
-        else:
-            await self._sem.acquire()
-        in_use = self.size - self._sem.value
+    async def acquire(self, cost: int, is_broken: Callable[[], bool] | None) -> None:
+        """Take a slot for a message of ``cost`` bytes, waiting (not reading) until one is free.
+
+        While waiting, ``is_broken`` (the stream's probe, if it has one) is asked every
+        ``PROBE_INTERVAL``: a peer that reset the connection must not keep its fd and
+        slots until garbage collection.
+        """
+        budget = self._budget
+        while not self._can_take(cost):
+            with trio.move_on_after(PROBE_INTERVAL if is_broken is not None else math.inf):
+                await budget.lot.park()
+            if is_broken is not None and is_broken():
+                raise ConnectionLostError("the peer reset the connection while its reader waited for a slot")
+        self.in_use = in_use = self.in_use + 1
+        budget.take(cost)
         if in_use > self.peak:
             self.peak = in_use
 
-    def release(self) -> None:
-        self._sem.release()
+    def release(self, cost: int) -> None:
+        self.in_use -= 1
+        self._budget.give(cost)
 
 
 class Connection:
@@ -118,7 +138,9 @@ class Connection:
         self.remote: Remote | None = None
         self.peer_identity: bytes | None = None
         self.peer_port: int | None = None
-        self.slots = SlotPool(self.config.effective_slots)
+        self.slots = SlotPool(self.config.effective_slots, node._budget)
+        is_broken = getattr(stream, "is_broken", None)
+        self._is_broken: Callable[[], bool] | None = is_broken if callable(is_broken) else None
         self.closed = False
         self.peer_closed = False  # the peer ended the stream cleanly (EOF)
         self.failure: ChirpError | None = None
@@ -227,7 +249,7 @@ class Connection:
                 if event.is_message:
                     self.messages_in += 1
                     head_time = trio.current_time()  # msg.deadline counts from here
-                    await self.slots.acquire()
+                    await self.slots.acquire(event.header_len + event.data_len, self._is_broken)
                 elif event.is_noop:
                     self.noops_in += 1
                     now = trio.current_time()
@@ -256,6 +278,7 @@ class Connection:
                     elif meta is not None and meta.remaining is not None:
                         msg_deadline = head_time + meta.remaining
                 deliver(
+                    self,
                     Message._received(
                         head.identity,
                         head.serial,
@@ -268,7 +291,8 @@ class Connection:
                         release,
                         msg_deadline,
                         meta,
-                    )
+                        head.header_len + head.data_len,
+                    ),
                 )
             else:
                 assert isinstance(event, Handshake)
@@ -279,7 +303,7 @@ class Connection:
                 self._attached.set()
 
     def _release(self, msg: Message, ack: bool) -> None:
-        self.slots.release()
+        self.slots.release(msg._cost)
         remote = self.remote
         if ack and msg.ack_requested and not self.closed and remote is not None and not remote.closed:
             remote.queue_ack(msg.identity)

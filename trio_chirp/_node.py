@@ -34,6 +34,7 @@ from ._errors import (
     TLSError,
 )
 from ._header import ChirpMeta, ErrorInfo
+from ._inbox import Budget, Inbox
 from ._message import Message
 from ._protocol import IDENTITY_SIZE, ZERO_IDENTITY, Handshake, check_frame_lengths
 from ._ratelimit import LogLimiter
@@ -116,7 +117,9 @@ class Chirp:
         self._connections: set[Connection] = set()
         self._blocked: set[Remote] = set()
         self._debouncing = False
-        self._incoming_send, self._incoming_recv = trio.open_memory_channel[Message](math.inf)
+        self._budget = Budget(config.max_unreleased, config.max_unreleased_bytes)
+        self._inbox = Inbox()
+        self._leftovers_dropped = 0
         self._listen_scope = trio.CancelScope()
         self._closing = False
         self._closed = trio.Event()
@@ -287,6 +290,7 @@ class Chirp:
         for name in TRAFFIC_COUNTERS:
             totals[name] += getattr(conn, name)
         self._peak_slots = max(self._peak_slots, conn.slots.peak)
+        self._retire_from_inbox(conn, cause)
         remote = conn.remote
         in_flight_here = (
             remote is not None and remote.in_flight is not None and remote.in_flight.connection is conn
@@ -409,7 +413,7 @@ class Chirp:
         finally:
             self._summary_timer = False
 
-    def _deliver(self, message: Message) -> None:
+    def _deliver(self, source: Connection, message: Message) -> None:
         """A received message: an error response, an awaited response, or the application's."""
         meta = message._meta
         if meta is not None and meta.error is not None:
@@ -417,10 +421,40 @@ class Chirp:
             return
         if self._requests.active and self._requests.offer(message):
             return
-        try:
-            self._incoming_send.send_nowait(message)
-        except trio.ClosedResourceError:
+        if self._inbox.closed:
             message.release(ack=False)
+            return
+        self._inbox.put(source, message)
+
+    def _retire_from_inbox(self, conn: Connection, cause: ChirpError) -> None:
+        """What a closed connection delivered and the application has not taken yet.
+
+        Messages that asked for an ACK go (their sender has failed already: the ACK
+        cannot travel on a closed connection); asynchronous ones stay as leftovers, unless
+        the peer broke the protocol. Leftovers count against the budget and are the first
+        to go when it overflows. Each dropped message is counted and logged (rate-limited).
+        """
+        trusted = not isinstance(cause, ProtocolError)
+        dropped = self._inbox.retire(conn, lambda m: trusted and not m.ack_requested)
+        budget = self._budget
+        while budget.over:
+            oldest = self._inbox.drop_oldest_leftover()
+            if oldest is None:
+                break
+            dropped.append(oldest)
+        for message in dropped:
+            message.release(ack=False)
+        if dropped:
+            self._leftovers_dropped += len(dropped)
+            self._log_limited(
+                conn.peer_address,
+                "leftovers dropped",
+                "undelivered messages of closed connections dropped",
+                "%d undelivered message(s) of %r dropped (%s)",
+                len(dropped),
+                conn,
+                cause,
+            )
 
     def _on_error_response(self, message: Message, info: ErrorInfo) -> None:
         """Fail what it answers at once: the synchronous send in flight, or a request; never delivered."""
@@ -659,22 +693,17 @@ class Chirp:
         point but yields to the scheduler only every 64 calls.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        channel = self._incoming_recv
-        try:
-            message = channel.receive_nowait()
-        except trio.WouldBlock:
-            pass
-        except (trio.ClosedResourceError, trio.EndOfChannel):
-            raise ShutdownError(f"{self} is closed") from None
-        else:
+        inbox = self._inbox
+        message = inbox.take_nowait()
+        if message is not None:
             await self._maybe_yield()
             return message
-        # Wait outside the ``except`` block above, so a Cancelled or KeyboardInterrupt
-        # out of an idle receive() carries no stray WouldBlock as its __context__.
-        try:
-            return await channel.receive()
-        except (trio.ClosedResourceError, trio.EndOfChannel):
-            raise ShutdownError(f"{self} is closed") from None
+        while not inbox.closed:
+            await inbox.lot.park()
+            message = inbox.take_nowait()
+            if message is not None:
+                return message
+        raise ShutdownError(f"{self} is closed")
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self
@@ -743,7 +772,11 @@ class Chirp:
             slots_peak=max([self._peak_slots, *(c.slots.peak for c in conns)]),
             queued=sum(r.queued for r in self._remotes.values()),
             in_flight=sum(r.in_flight is not None for r in self._remotes.values()),
-            undelivered=self._incoming_recv.statistics().current_buffer_used,
+            undelivered=len(self._inbox),
+            unreleased=self._budget.count,
+            unreleased_bytes=self._budget.size,
+            leftovers=self._inbox.leftovers,
+            leftovers_dropped=self._leftovers_dropped,
             messages_lost=self._lost,
             requests_pending=len(self._requests),
             requests_completed=self._requests.completed,
@@ -804,14 +837,8 @@ class Chirp:
             remote.close()
         for conn in list(self._connections):
             conn.close(ShutdownError(f"{self} is closing"))
-        self._incoming_send.close()
-        while True:
-            try:
-                message = self._incoming_recv.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
+        for message in self._inbox.close():
             message.release(ack=False)
-        self._incoming_recv.close()
         self._closed.set()
 
 

@@ -60,6 +60,21 @@ class TCPStream(trio.abc.HalfCloseableStream):
         except BlockingIOError:
             return 0
 
+    def is_broken(self) -> bool:
+        """Whether the peer reset the connection (RST), by a peek that never consumes or blocks.
+
+        Lets a reader that is not reading (all its slots are held) notice a dead peer and
+        free the descriptor. A clean close (FIN) is not broken: what the peer sent before
+        it may still be in our buffers, waiting for a slot, and must be delivered.
+        """
+        try:
+            self._raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        return False
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._stream.send_all(data)
 

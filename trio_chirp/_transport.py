@@ -13,6 +13,11 @@ connection uses when present (duck-typed, so wrappers need not implement them):
   that queued it while the writer task is idle, saving two task switches per frame.
 * ``async send_parts(parts)``: ``send_all`` of the concatenation without concatenating
   (``sendmsg``), so large payloads are copied only by the kernel.
+* ``is_broken() -> bool``: whether the peer reset the connection, without reading or
+  blocking; a reader that stopped reading (its slots are all held) asks it every second,
+  so a dead peer does not keep its descriptor until garbage collection.
+* ``local``: this end's ``(ip, port)``, used to tell a peer on this host announcing our
+  own listening address (a loop with ourselves) from another node.
 """
 
 from __future__ import annotations
