@@ -8,6 +8,7 @@ it is handed a ``Transport``.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import math
@@ -35,6 +36,7 @@ from ._errors import (
 )
 from ._header import ChirpMeta, ErrorInfo
 from ._inbox import Budget, Inbox
+from ._limits import Admission
 from ._message import Message
 from ._protocol import IDENTITY_SIZE, ZERO_IDENTITY, Handshake, check_frame_lengths
 from ._ratelimit import LogLimiter
@@ -118,6 +120,7 @@ class Chirp:
         self._blocked: set[Remote] = set()
         self._debouncing = False
         self._budget = Budget(config.max_unreleased, config.max_unreleased_bytes)
+        self._admission = Admission(config.effective_max_connections, config.max_handshakes)
         self._inbox = Inbox()
         self._leftovers_dropped = 0
         self._listen_scope = trio.CancelScope()
@@ -152,6 +155,7 @@ class Chirp:
                 bind_v6=self.config.bind_v6,
                 backlog=self.config.backlog,
                 on_accept=self._on_accept,
+                on_error=self._on_accept_error,
                 task_status=task_status,
             )
 
@@ -182,12 +186,34 @@ class Chirp:
             self._count_error(self._tls_error(address), address, None)
             self._nursery.start_soon(stream.aclose)
             return
+        if not self._admission.admit(self._connections, address, incoming=True, now=trio.current_time()):
+            self._log_limited(
+                address,
+                "refused",
+                "connections refused at the connection limit",
+                "connection from %s refused: at the connection limit (%d) with nothing to shed",
+                address,
+                self._admission.max_connections,
+            )
+            self._nursery.start_soon(stream.aclose)
+            return
         deadline = trio.current_time() + self.config.effective_handshake_timeout
         conn = Connection(
             self, stream, peer_address=address, outgoing_remote=None, handshake_deadline=deadline
         )
         self._connections.add(conn)
         self._nursery.start_soon(conn.run)
+
+    def _on_accept_error(self, error: OSError) -> None:
+        """Accepting failed for want of resources (EMFILE and the like): count, log, free an fd.
+
+        The listener backs off and retries; shedding an idle connection lets the retry
+        succeed when the node itself holds the descriptors.
+        """
+        kind = errno.errorcode.get(error.errno or 0, type(error).__name__)
+        self._errors[kind] += 1
+        self._log_limited("*", kind, f"{kind} accept failures", "accepting a connection failed: %r", error)
+        self._admission.shed_one(self._connections, trio.current_time(), "no file descriptor left to accept")
 
     # --- remotes and connections ----------------------------------------------------------
     def _get_remote(self, key: RemoteKey) -> Remote:
@@ -212,7 +238,18 @@ class Chirp:
 
     @trio.lowlevel.enable_ki_protection
     async def _dial(self, remote: Remote) -> None:
-        deadline = trio.current_time() + self.config.connect_timeout
+        now = trio.current_time()
+        if not self._admission.admit(self._connections, remote.address, incoming=False, now=now):
+            remote.connecting = False
+            full = CannotConnectError(
+                f"cannot connect to {remote.address}:{remote.port}: the node is at its limit of"
+                f" {self._admission.max_connections} connections and none could be shed"
+            )
+            self._count_error(full, remote.address, remote.port)
+            self._on_connect_failed(remote, full)
+            await trio.lowlevel.checkpoint()
+            return
+        deadline = now + self.config.connect_timeout
         stream: trio.abc.Stream | None = None
         error: ChirpError | None = None
         with trio.move_on_at(deadline):
@@ -777,6 +814,8 @@ class Chirp:
             unreleased_bytes=self._budget.size,
             leftovers=self._inbox.leftovers,
             leftovers_dropped=self._leftovers_dropped,
+            connections_refused=self._admission.refused,
+            connections_shed=self._admission.shed,
             messages_lost=self._lost,
             requests_pending=len(self._requests),
             requests_completed=self._requests.completed,

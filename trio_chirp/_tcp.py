@@ -17,7 +17,7 @@ from typing import Final, final
 
 import trio
 
-from ._transport import AcceptHandler, Transport
+from ._transport import AcceptErrorHandler, AcceptHandler, Transport
 
 __all__ = ["TCPStream", "TCPTransport"]
 
@@ -177,6 +177,7 @@ class TCPTransport(Transport):
         bind_v6: str | None,
         backlog: int,
         on_accept: AcceptHandler,
+        on_error: AcceptErrorHandler | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         hosts = [h for h in (bind_v4, bind_v6) if h is not None]
@@ -185,7 +186,7 @@ class TCPTransport(Transport):
             bound = listeners[0].getsockname()[1]
             async with trio.open_nursery() as nursery:
                 for listener in listeners:
-                    nursery.start_soon(self._accept_loop, listener, on_accept)
+                    nursery.start_soon(self._accept_loop, listener, on_accept, on_error)
                 task_status.started(bound)
         finally:
             for listener in listeners:
@@ -193,7 +194,9 @@ class TCPTransport(Transport):
 
     @staticmethod
     @trio.lowlevel.enable_ki_protection
-    async def _accept_loop(listener: socket.socket, on_accept: AcceptHandler) -> None:
+    async def _accept_loop(
+        listener: socket.socket, on_accept: AcceptHandler, on_error: AcceptErrorHandler | None
+    ) -> None:
         while True:
             await trio.lowlevel.wait_readable(listener)
             try:
@@ -203,6 +206,8 @@ class TCPTransport(Transport):
             except OSError as exc:
                 # EMFILE and friends: back off instead of spinning; the node stays up.
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    if on_error is not None:
+                        on_error(exc)
                     await trio.sleep(_ACCEPT_BACKOFF)
                     continue
                 raise

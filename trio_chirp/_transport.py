@@ -27,10 +27,13 @@ from collections.abc import Callable
 
 import trio
 
-__all__ = ["AcceptHandler", "Transport"]
+__all__ = ["AcceptErrorHandler", "AcceptHandler", "Transport"]
 
 AcceptHandler = Callable[[trio.abc.Stream, str], None]
 """Called synchronously for each accepted stream with the peer's IP address (text)."""
+
+AcceptErrorHandler = Callable[[OSError], None]
+"""Called synchronously when accepting failed for want of resources (EMFILE, ENFILE, ...)."""
 
 
 class Transport(ABC):
@@ -53,11 +56,14 @@ class Transport(ABC):
         bind_v6: str | None,
         backlog: int,
         on_accept: AcceptHandler,
+        on_error: AcceptErrorHandler | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen until cancelled; report the bound port with ``task_status.started(port)``.
 
         ``port=0`` means: pick one port that is free on every requested address family.
-        Accepted streams are handed to ``on_accept``, which takes ownership of them.
+        Accepted streams are handed to ``on_accept``, which takes ownership of them. A
+        transport that can run out of resources while accepting reports it to
+        ``on_error`` (and keeps listening, backing off) instead of failing silently.
         Raises ``OSError`` before ``started()`` when the port cannot be bound.
         """
