@@ -158,3 +158,29 @@ def test_worst_case_formula() -> None:
     config = Config(max_connections=1000, max_msg_size=SIZE, max_unreleased_bytes=64 * 1024 * 1024)
     assert config.worst_case_unreleased_bytes == 64 * 1024 * 1024 + 1000 * SIZE
     assert Config().worst_case_unreleased_bytes <= 64 * 1024 * 1024 + 1024 * 1024 * 1024
+
+
+async def test_reconnects_while_the_application_holds_everything_stay_bounded(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    settings = {"synchronous": False, "max_connections": 4, "max_unreleased": 8}
+    async with node(net, A, **settings) as a, trio.open_nursery() as nursery:
+        held: list[Message] = []
+
+        async def hold() -> None:
+            async for msg in a:
+                held.append(msg)  # taken and never released
+
+        nursery.start_soon(hold)
+        bound = a.config.max_unreleased + a.config.effective_max_connections
+        for _ in range(50):  # each reconnect would bring a fresh first slot
+            await _flooder(net, B, 4)
+            await trio.testing.wait_all_tasks_blocked()
+            assert a.statistics().unreleased <= bound
+            net.cut(A, B)
+            await trio.sleep(1.0)  # the probe notices the reset
+        assert len(held) == bound  # then nothing more is read until the application releases
+        for msg in held:
+            msg.release()
+        nursery.cancel_scope.cancel()

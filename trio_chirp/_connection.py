@@ -76,9 +76,10 @@ PROBE_INTERVAL: Final = 1.0
 class SlotPool:
     """The receive slots of one connection: the first is its own, the rest come from the budget.
 
-    The first slot is unconditional, so every live connection can always make progress
-    and readers never lock up on the node-wide budget; each further one (up to
-    ``size``) is taken only while the budget has room for the message (docs/memory.md).
+    The first slot is granted beyond the budget (up to one message per connection the
+    node may have), so every live connection can make progress and readers do not lock up
+    on the node-wide budget; each further one (up to ``size``) is taken only while the
+    budget has room for the message (docs/memory.md).
     """
 
     __slots__ = ("_budget", "in_use", "peak", "size")
@@ -90,7 +91,9 @@ class SlotPool:
         self.peak = 0
 
     def _can_take(self, cost: int) -> bool:
-        return not self.in_use or (self.in_use < self.size and self._budget.fits(cost))
+        if not self.in_use:
+            return self._budget.fits_first(cost)
+        return self.in_use < self.size and self._budget.fits(cost)
 
     async def acquire(self, cost: int, is_broken: Callable[[], bool] | None) -> None:
         """Take a slot for a message of ``cost`` bytes, waiting (not reading) until one is free.

@@ -41,17 +41,30 @@ LEFTOVERS: Final = _Leftovers()
 class Budget:
     """Received, unreleased messages of the whole node: how many, how many bytes."""
 
-    __slots__ = ("count", "lot", "max_bytes", "max_count", "size")
+    __slots__ = ("count", "first_max_bytes", "first_max_count", "lot", "max_bytes", "max_count", "size")
 
-    def __init__(self, max_count: int, max_bytes: int) -> None:
+    def __init__(self, max_count: int, max_bytes: int, connections: int, max_msg_size: int) -> None:
         self.max_count = max_count
         self.max_bytes = max_bytes
+        # A connection's first slot is granted beyond the budget, up to one message of
+        # max_msg_size per connection the node may have: the whole bound (docs/memory.md).
+        # It is counted until the message is released, not until its connection closes,
+        # or a peer that reconnects while the application holds what it sent would add
+        # one message per reconnect.
+        self.first_max_count = max_count + connections
+        self.first_max_bytes = max_bytes + connections * max_msg_size
         self.count = 0
         self.size = 0
         self.lot = trio.lowlevel.ParkingLot()  # readers waiting for room
 
     def fits(self, size: int) -> bool:
+        """Room for a connection's second or later slot."""
         return self.count < self.max_count and self.size + size <= self.max_bytes
+
+    def fits_first(self, size: int) -> bool:
+        """Room for a connection's first slot: only an application holding more than the
+        budget plus one message per connection makes a connection wait for it."""
+        return self.count < self.first_max_count and self.size + size <= self.first_max_bytes
 
     @property
     def over(self) -> bool:

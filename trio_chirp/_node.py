@@ -119,7 +119,12 @@ class Chirp:
         self._connections: set[Connection] = set()
         self._blocked: set[Remote] = set()
         self._debouncing = False
-        self._budget = Budget(config.max_unreleased, config.max_unreleased_bytes)
+        self._budget = Budget(
+            config.max_unreleased,
+            config.max_unreleased_bytes,
+            config.effective_max_connections,
+            config.max_msg_size,
+        )
         self._admission = Admission(config.effective_max_connections, config.max_handshakes)
         self._inbox = Inbox()
         self._leftovers_dropped = 0
