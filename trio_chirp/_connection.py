@@ -198,6 +198,10 @@ class Connection:
         with contextlib.suppress(*CONTAINED_ERRORS):
             await self.stream.aclose()
 
+    def is_broken(self) -> bool:
+        """Whether the stream says the peer reset it (False when the stream cannot tell)."""
+        return self._is_broken is not None and self._is_broken()
+
     def close(self, cause: ChirpError) -> None:
         """End the connection from outside (GC, node shutdown, a duplicate)."""
         if self.failure is None:

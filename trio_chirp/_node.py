@@ -298,6 +298,9 @@ class Chirp:
         if remote.closed:
             remote = self._get_remote(remote.key)
         remote.attach(conn)
+        for old in list(remote.old):  # a peer that reconnects may have reset the old one
+            if old.is_broken():
+                old.close(ConnectionLostError(f"{old} was reset by the peer, which reconnected"))
         return remote
 
     def _refuse_handshake(self, conn: Connection, handshake: Handshake) -> str | None:
