@@ -44,9 +44,17 @@ later as separate events without ``seq``. Every event has ``"event"`` and ``"ts"
     ``{"event":"sent","id":..,"ok":true,"elapsed":..}`` or
     ``{"event":"sent","id":..,"ok":false,"error_type":..,"error":..,"ecode":..}``.
 
-``request``  same fields as ``send`` plus ``auto_release`` (default true); uses
-    ``Chirp.request()``. Later ``sent`` (the send future) and ``response``
-    (``ok`` + message fields, or the error, e.g. TimeoutError "Chirp request timed out").
+``request``  same fields as ``send`` plus ``auto_release`` (default true) and ``raw``
+    (default false); uses libchirp's request(). Later ``sent`` (the send future) and
+    ``response`` (``ok`` + message fields, or the error, e.g. TimeoutError "Chirp request
+    timed out"). The binding's ``Chirp.request()`` (1.2.1b3) has a race: it sends
+    first and only then schedules the creation of its timeout timer on the loop thread
+    (``call_soon(make_timer)``); an answer read before that timer exists makes
+    ``_check_request`` raise AttributeError ``_timer_t`` inside the receive callback, so
+    the answer is lost, its slot never released, and the request times out (seen under
+    CPU load with a fast answering peer: 4 in 300). So by default the driver does what
+    ``Chirp.request()`` does in the other order, starting the timer (and waiting until it
+    runs) before the send; ``"raw": true`` calls ``Chirp.request()`` as is.
 
 ``send_many``  ``{"cmd":"send_many","address","port","count","size","seed",
     "index_header":true,"max_outstanding":null,"id":..}``
@@ -338,7 +346,11 @@ class Driver:
     def cmd_request(self, c: dict[str, Any]) -> dict[str, Any]:
         msg = self._make_message(c)
         send_id = str(c.get("id") or self._next_id("r"))
-        fut = self.chirp.request(msg, auto_release=bool(c.get("auto_release", True)))
+        auto_release = bool(c.get("auto_release", True))
+        if c.get("raw"):
+            fut = self.chirp.request(msg, auto_release=auto_release)
+        else:
+            fut = self._request(msg, auto_release)
         self._track_send(fut._send_fut, send_id, {})
         start = time.monotonic()
 
@@ -363,6 +375,33 @@ class Driver:
 
         fut.add_done_callback(done)
         return {"id": send_id, **self._describe_out(msg)}
+
+    def _request(self, msg: Any, auto_release: bool) -> Any:
+        """``ChirpBase.request()`` with its timer started before the send (see ``request``)."""
+        import concurrent.futures
+
+        import libchirp
+
+        chirp = self.chirp
+        fut = libchirp.ChirpFuture(auto_release)
+        fut._chirp = chirp
+        fut._id = msg.identity
+        with chirp._lock:
+            chirp._requests[fut._id] = fut
+        timer_started: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def start_timer() -> None:  # on the loop thread, like the binding's call_soon
+            try:
+                libchirp.make_timer(fut)
+            except BaseException as exc:
+                timer_started.set_exception(exc)
+            else:
+                timer_started.set_result(None)
+
+        chirp.loop.call_soon(start_timer)
+        timer_started.result(timeout=10)
+        fut._send_fut = chirp.send(msg)
+        return fut
 
     def cmd_send_many(self, c: dict[str, Any]) -> dict[str, Any]:
         count = int(c["count"])
