@@ -144,3 +144,17 @@ def test_running_out_of_file_descriptors_is_counted_and_logged() -> None:
     assert int(result[1]) > 0, done.stdout  # counted in statistics().errors
     log_lines = [line for line in done.stdout.splitlines() if "accepting a connection failed" in line]
     assert 1 <= len(log_lines) <= 2, done.stdout  # rate-limited: not one line per failure
+
+
+async def test_a_thousand_slowloris_timeouts_log_two_lines(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    net = MemoryNetwork()
+    async with node(net, A, synchronous=False, max_handshakes=2000, handshake_timeout=1.0) as a:
+        for _ in range(1000):
+            await _raw(net, B, handshake=False)
+        await trio.sleep(12)  # every handshake times out (at 1 s); the summary window ends (at 11 s)
+        warnings = [r for r in caplog.records if r.name == "trio_chirp.node" and r.levelname == "WARNING"]
+        assert a.statistics().errors == {"ChirpTimeoutError": 1000}  # all counted
+        assert len(warnings) == 2  # the first, and "999 more ... in the last 10 s"
+        assert "999 more ChirpTimeoutError connection failures with 10.0.0.2" in warnings[1].getMessage()
