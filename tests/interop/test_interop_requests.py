@@ -455,29 +455,24 @@ async def test_request_under_a_callers_deadline(reference_python: Path) -> None:
 
 
 # --- a synchronous libchirp worker that replies before releasing -----------------------
+#
+# The worker is synchronous and follows the rule's order (echo written, then the request
+# released): it holds the request's one slot while its echo, which asks for an ACK as the
+# worker is synchronous, waits for the requester's ACK. libchirp's own request() releases
+# the response as soon as it is taken, so a libchirp producer completes at once; so does
+# our asynchronous request(). Our synchronous request() keeps the response (and the
+# node's one slot) unreleased until its own ACK, which the worker sends only after our
+# ACK of the response: both wait until ``timeout``. The same open bug as the lock-up
+# hunt's RESPONSE_HOLDS_SLOT (tests/hunt_model.py): a strict xfail until it is fixed.
+
+SYNC_HANDLER_WORKER = {"SYNCHRONOUS": True, "ECHO": True, "AUTO_RELEASE": False, "ECHO_RELEASE": "after"}
 
 
-async def test_sync_request_to_a_sync_handler_style_libchirp_worker(reference_python: Path) -> None:
-    """Pins a divergence from libchirp (reported on issue 8).
-
-    The worker is synchronous and follows the reply-then-release order: it holds the
-    request's slot while its echo (REQ_ACK, as it is synchronous) waits for the
-    requester's ACK. libchirp's own request() releases the response as soon as it is
-    taken, so a libchirp producer completes. Our synchronous ``request()`` keeps the
-    response unreleased until its own ACK arrives, which the worker sends only after
-    our ACK of the response: both wait until ``timeout``. An asynchronous request is
-    fine. If ``request()`` learns to release an auto-released response on arrival, the
-    synchronous case succeeds: update this test.
-    """
+async def test_a_sync_handler_style_libchirp_worker_answers_libchirp_and_async_requests(
+    reference_python: Path,
+) -> None:
     async with (
-        open_peer(
-            reference_python,
-            name="worker",
-            SYNCHRONOUS=True,
-            ECHO=True,
-            AUTO_RELEASE=False,
-            ECHO_RELEASE="after",
-        ) as w,
+        open_peer(reference_python, name="worker", **SYNC_HANDLER_WORKER) as w,
         open_peer(reference_python, name="producer") as producer,  # synchronous
         trio_chirp.open_chirp(trio_config(timeout=TIMEOUT)) as chirp,
     ):
@@ -494,15 +489,28 @@ async def test_sync_request_to_a_sync_handler_style_libchirp_worker(reference_py
         with trio.fail_after(TIMEOUT / 2):
             answer = await chirp.request(request, synchronous=False)
         assert (answer.identity, answer.data) == (request.identity, request.data)
-
-        start = trio.current_time()
-        with pytest.raises(trio_chirp.ChirpTimeoutError, match="no ACK within timeout"):
-            await chirp.request(trio_chirp.Message(b"sync", address=LOCAL, port=w.port))
-        assert TIMEOUT <= trio.current_time() - start <= TIMEOUT + LATE
-        stats = chirp.statistics()
-        assert stats.requests_pending == 0
-        assert stats.requests_failed == 1
-        assert stats.late_responses == 0
-        assert stats.messages_in == 2, "both responses arrived"
-        await poll_until(lambda: chirp.statistics().in_flight == 0, timeout=TIMEOUT + 2)
+        assert answer.ack_requested, "the worker is synchronous"
+        await poll_until(lambda: chirp.statistics().acks_out == 1)  # the response's ACK
         assert_no_leftovers(chirp)
+        assert node_errors(chirp) == {}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open bug: a synchronous request's response holds its producer's only slot until the ACK",
+)
+async def test_sync_request_to_a_sync_handler_style_libchirp_worker(reference_python: Path) -> None:
+    async with (
+        open_peer(reference_python, name="worker", **SYNC_HANDLER_WORKER) as w,
+        trio_chirp.open_chirp(trio_config(timeout=TIMEOUT)) as chirp,
+    ):
+        request = trio_chirp.Message(b"sync", address=LOCAL, port=w.port)
+        try:
+            answer = await chirp.request(request)
+        except trio_chirp.ChirpTimeoutError as exc:  # today: no ACK within timeout
+            pytest.fail(f"the synchronous request locked up until its timeout: {exc}")
+        assert (answer.identity, answer.data) == (request.identity, request.data)
+        await poll_until(lambda: chirp.statistics().acks_out == 1)
+        assert chirp.statistics().acks_before_response == 0
+        assert_no_leftovers(chirp)
+        assert node_errors(chirp) == {}
