@@ -95,7 +95,11 @@ async def test_async_stream_arrives_in_order(address: str) -> None:
 
 async def test_16_mib_messages_both_modes() -> None:
     payload = os.urandom(16 * 1024 * 1024)
-    async with open_chirp(Config(port=0, synchronous=False)) as a, open_chirp(Config(port=0)) as b:
+    big = 32 * 1024 * 1024  # max_msg_size must be raised for this (the default is 1 MiB)
+    async with (
+        open_chirp(Config(port=0, synchronous=False, max_msg_size=big)) as a,
+        open_chirp(Config(port=0, max_msg_size=big)) as b,
+    ):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(b.send, Message(payload, header=b"big", address="127.0.0.1", port=a.port))
             with trio.fail_after(10):

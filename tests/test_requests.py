@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -12,6 +13,7 @@ from memnet_helpers import PORT, A, B, C, FakePeer, node, to
 from trio_chirp import (
     Chirp,
     ChirpTimeoutError,
+    ConnectionLostError,
     Message,
     RemoteError,
     Router,
@@ -544,3 +546,69 @@ async def test_a_route_that_raises_fails_only_that_message(autojump_clock: trio.
         assert (await producer.request(to(B, b"good"))).data == b"echo:good"
         assert router.statistics().failed == {"route raised": 1}
         nursery.cancel_scope.cancel()
+
+
+async def test_a_reply_that_cannot_be_written_releases_the_request_without_ack(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    async with node(net, B, synchronous=False) as b, node(net, A, timeout=2.0) as a:
+        async with trio.open_nursery() as nursery:
+
+            async def ask() -> None:
+                with pytest.raises((ChirpTimeoutError, ConnectionLostError)):
+                    await a.request(to(B, b"q"))
+
+            nursery.start_soon(ask)
+            request = await b.receive()
+            net.cut(A, B)  # the response cannot be written on this connection
+            net.partition(A, B)  # nor on a new one
+            with pytest.raises((ChirpTimeoutError, ConnectionLostError)):
+                with trio.fail_after(1.0):
+                    await b.reply(request, b"lost")
+            assert not request.has_slot  # released: without ACK (no ACK could be sent)
+        assert b.statistics().unreleased == 0
+
+
+async def test_a_cancelled_reply_releases_the_request_without_ack(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    net.set_window(A, B, 100)  # the response cannot be written at once
+    async with node(net, B, synchronous=False) as b, node(net, A, timeout=2.0) as a:
+        async with trio.open_nursery() as nursery:
+            acked: list[bool] = []
+
+            async def ask() -> None:
+                try:
+                    await a.send(to(B, b"q"))  # synchronous: succeeds only with the ACK
+                except ChirpTimeoutError:
+                    acked.append(False)
+                else:
+                    acked.append(True)
+
+            nursery.start_soon(ask)
+            request = await b.receive()
+            net.partition(A, B)
+            with trio.move_on_after(0.1) as scope:
+                await b.reply(request, b"x" * 10000)
+            assert scope.cancelled_caught
+            assert not request.has_slot
+        assert acked == [False]  # the sender never saw a success
+
+
+async def test_asynchronous_requests_queue_behind_a_synchronous_message_in_flight(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    async with node(net, B, synchronous=False) as b, node(net, A, timeout=5.0) as a:
+        order: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(a.send, to(B, b"sync first"))  # held by B: stays in flight
+            first = await b.receive()
+            nursery.start_soon(functools.partial(a.request, to(B, b"async request"), synchronous=False))
+            await trio.testing.wait_all_tasks_blocked()
+            assert b.statistics().undelivered == 0  # FIFO: it waits behind the one in flight
+            first.release()
+            second = await b.receive()
+            order.append(second.data)
+            await b.reply(second, b"ok")
+        assert order == [b"async request"]

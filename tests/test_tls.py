@@ -40,6 +40,7 @@ from trio_chirp.testing import MemoryNetwork
 
 A, B, C, D = "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"
 LOCAL, LOOPBACK2 = "127.0.0.1", "127.0.0.2"
+PORT2 = PORT + 1  # a node on 127.0.0.2: its own port (127/8 is one host to a wildcard listener)
 
 
 @asynccontextmanager
@@ -51,7 +52,7 @@ async def node(
 
 
 def to(address: str, data: bytes = b"x") -> Message:
-    return Message(data, address=address, port=PORT)
+    return Message(data, address=address, port=PORT2 if address == LOOPBACK2 else PORT)
 
 
 async def deliver(sender: Chirp, receiver: Chirp, message: Message) -> Message:
@@ -290,7 +291,7 @@ async def test_a_client_hello_to_a_node_without_certificates(
     net = MemoryNetwork()
     async with (
         node(net, LOCAL, pki.config("alpha", port=PORT)) as a,
-        node(net, LOOPBACK2, Config(port=PORT, disable_encryption=disable_encryption)) as b,
+        node(net, LOOPBACK2, Config(port=PORT2, disable_encryption=disable_encryption)) as b,
     ):
         text = await refused_at_once(a, to(LOOPBACK2))
         # The node at 127.0.0.2 wrote its plaintext handshake and closed: the TLS client
@@ -392,7 +393,7 @@ async def test_tls_from_a_local_source_is_sniffed_and_served(
     seen = Seen()
     async with (
         node(net, LOCAL, pki.config("alpha", port=PORT)) as a,
-        node(net, LOOPBACK2, pki.config("beta", port=PORT, verify_peer=seen)) as b,
+        node(net, LOOPBACK2, pki.config("beta", port=PORT2, verify_peer=seen)) as b,
     ):
         got = await deliver(a, b, to(LOOPBACK2, b"sniffed"))
         assert (got.data, got.address) == (b"sniffed", LOCAL)
@@ -413,8 +414,8 @@ async def test_a_plaintext_peer_on_port_5635_is_not_taken_for_tls(
     assert client_hello_verdict(hello[:9]) is None
     assert client_hello_verdict(hello) is False
     net = MemoryNetwork()
-    async with node(net, LOOPBACK2, pki.config("beta", port=PORT, synchronous=False)) as b:
-        raw, _ = await net.host(LOCAL).connect(LOOPBACK2, PORT)
+    async with node(net, LOOPBACK2, pki.config("beta", port=PORT2, synchronous=False)) as b:
+        raw, _ = await net.host(LOCAL).connect(LOOPBACK2, PORT2)
         await raw.send_all(hello[:9])
         await trio.testing.wait_all_tasks_blocked()
         assert raw.peer.stats.bytes_sent == 0  # our handshake waits for the verdict
@@ -435,8 +436,8 @@ async def test_an_identity_crafted_like_a_client_hello_is_taken_for_tls(
     identity = bytes([0x01, 0x00, 0x30, 0x01, 0x00, 0x00, 0x2C, 0x03, 0x03]) + b"\x77" * 7
     assert client_hello_verdict(encode_handshake(0x1603, identity)) is True
     net = MemoryNetwork()
-    async with node(net, LOOPBACK2, pki.config("beta", port=PORT)) as b:
-        raw, _ = await net.host(LOCAL).connect(LOOPBACK2, PORT)
+    async with node(net, LOOPBACK2, pki.config("beta", port=PORT2)) as b:
+        raw, _ = await net.host(LOCAL).connect(LOOPBACK2, PORT2)
         await raw.send_all(encode_handshake(0x1603, identity) + b"\x00" * 40)
         assert (await _read_to_eof(raw)).startswith(b"\x15\x03")  # a TLS alert, then the close
         assert b.statistics().errors == {"TLSError": 1}

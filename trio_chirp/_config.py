@@ -25,9 +25,22 @@ __all__ = ["Config"]
 
 DEFAULT_SLOTS: Final = 16
 DEFAULT_BUFFER_SIZE: Final = 64 * 1024
+DEFAULT_MAX_MSG_SIZE: Final = 1024 * 1024
+MAX_CONNECTIONS_DEFAULT: Final = 1024
+FD_MARGIN: Final = 64
+"""File descriptors left to the rest of the process when max_connections is derived."""
 MAX_CONNECT_TIMEOUT: Final = 60.0
 
 StrPath = str | os.PathLike[str]
+
+
+def _fd_soft_limit() -> int:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return MAX_CONNECTIONS_DEFAULT + FD_MARGIN
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return MAX_CONNECTIONS_DEFAULT + FD_MARGIN if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def _range_error(name: str, value: object, allowed: str) -> ValueError:
@@ -77,8 +90,9 @@ class Config:
     synchronous: bool = True
     buffer_size: int = 0
     """Bytes asked for per socket read; 0 means 64 KiB."""
-    max_msg_size: int = 100 * 1024 * 1024
-    """Largest header_len + data_len accepted from a peer; a larger frame closes its connection."""
+    max_msg_size: int = DEFAULT_MAX_MSG_SIZE
+    """Largest header_len + data_len accepted from a peer; a larger frame closes its connection.
+    1 MiB (libchirp: 100 MiB), so the node's worst case stays affordable (docs/memory.md)."""
     bind_v4: str | None = "0.0.0.0"
     """IPv4 listen address; None listens on no IPv4 address (ours)."""
     bind_v6: str | None = "::"
@@ -96,6 +110,14 @@ class Config:
     """Messages that may wait per remote before ``send()`` waits for room (libchirp: unbounded)."""
     handshake_timeout: float = 0.0
     """Seconds an incoming connection has to complete TLS and chirp handshakes; 0 = connect timeout."""
+    max_connections: int = 0
+    """Open connections (incoming, outgoing, handshakes included); 0 = min(1024, RLIMIT_NOFILE soft - 64)."""
+    max_handshakes: int = 64
+    """Accepted connections still in their handshake; past it, new ones shed or are refused."""
+    max_unreleased: int = 1024
+    """Received, unreleased messages node-wide beyond each connection's first slot."""
+    max_unreleased_bytes: int = 64 * 1024 * 1024
+    """Their bytes (header + data), node-wide, beyond each connection's first slot."""
     header_map: bool = True
     """Add trio_chirp's msgpack map to empty headers (deadlines, requests, routing, error responses);
     False leaves every header exactly as the application gave it (for peers that must see that)."""
@@ -129,6 +151,10 @@ class Config:
             raise ValueError(f"Config.identity={self.identity!r} must be {IDENTITY_SIZE} bytes")
         _check_int("send_queue_size", self.send_queue_size, 1, 2**31 - 1)
         _check_float("handshake_timeout", self.handshake_timeout, 0.0, 3600.0)
+        _check_int("max_connections", self.max_connections, 0, 2**20, "0 (derived) or 1..1048576")
+        _check_int("max_handshakes", self.max_handshakes, 1, 2**20)
+        _check_int("max_unreleased", self.max_unreleased, 0, 2**31 - 1)
+        _check_int("max_unreleased_bytes", self.max_unreleased_bytes, 0, 2**63 - 1)
         if self.verify_peer is not None and not callable(self.verify_peer):
             raise TypeError(
                 f"Config.verify_peer must be callable or None, got {type(self.verify_peer).__name__}"
@@ -153,6 +179,26 @@ class Config:
     def effective_handshake_timeout(self) -> float:
         """Time an accepted connection has to send its handshake (libchirp: unlimited)."""
         return self.handshake_timeout or self.connect_timeout
+
+    @property
+    def effective_max_connections(self) -> int:
+        """``max_connections``, or min(1024, RLIMIT_NOFILE soft limit - 64), at least 16.
+
+        Read when asked (the limit is the process's, at the node's start), so a node never
+        plans on file descriptors it cannot have.
+        """
+        if self.max_connections:
+            return self.max_connections
+        return max(16, min(MAX_CONNECTIONS_DEFAULT, _fd_soft_limit() - FD_MARGIN))
+
+    @property
+    def worst_case_unreleased_bytes(self) -> int:
+        """The bound on bytes held by received, unreleased messages (docs/memory.md).
+
+        The budget, plus one message of ``max_msg_size`` for the first slot of every
+        connection (a live connection always keeps one, so it can always make progress).
+        """
+        return self.max_unreleased_bytes + self.effective_max_connections * self.max_msg_size
 
     @property
     def effective_slots(self) -> int:

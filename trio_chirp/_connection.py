@@ -30,6 +30,7 @@ import trio
 from ._errors import ChirpError, ChirpTimeoutError, ConnectionLostError, ShutdownError, TLSError
 from ._header import ChirpMeta
 from ._header import split as split_header
+from ._inbox import Budget
 from ._message import Message
 from ._protocol import NEED_DATA, DataFrame, FrameHead, FrameParser, Handshake, encode_handshake
 from ._remote import Outgoing, Remote, lost_error
@@ -71,31 +72,53 @@ def _join_small(parts: list[bytes] | list[memoryview], large: int) -> list[bytes
     return groups
 
 
+PROBE_INTERVAL: Final = 1.0
+"""A reader waiting for a slot checks this often whether its peer reset the connection."""
+
+
 class SlotPool:
-    """The receive slots of one connection; their number bounds unreleased messages."""
+    """The receive slots of one connection: the first is its own, the rest come from the budget.
 
-    __slots__ = ("_sem", "peak", "size")
+    The first slot is granted beyond the budget (up to one message per connection the
+    node may have), so every live connection can make progress and readers do not lock up
+    on the node-wide budget; each further one (up to ``size``) is taken only while the
+    budget has room for the message (docs/memory.md).
+    """
 
-    def __init__(self, size: int) -> None:
+    __slots__ = ("_budget", "in_use", "peak", "size")
+
+    def __init__(self, size: int, budget: Budget) -> None:
         self.size = size
-        self._sem = trio.Semaphore(size, max_value=size)
+        self._budget = budget
+        self.in_use = 0
         self.peak = 0
 
-    @property
-    def in_use(self) -> int:
-        return self.size - self._sem.value
+    def _can_take(self, cost: int) -> bool:
+        if not self.in_use:
+            return self._budget.fits_first(cost)
+        return self.in_use < self.size and self._budget.fits(cost)
 
-    async def acquire(self) -> None:
-        if self._sem.value:
-            self._sem.acquire_nowait()
-        else:
-            await self._sem.acquire()
-        in_use = self.size - self._sem.value
+    async def acquire(self, cost: int, is_broken: Callable[[], bool] | None) -> None:
+        """Take a slot for a message of ``cost`` bytes, waiting (not reading) until one is free.
+
+        While waiting, ``is_broken`` (the stream's probe, if it has one) is asked every
+        ``PROBE_INTERVAL``: a peer that reset the connection must not keep its fd and
+        slots until garbage collection.
+        """
+        budget = self._budget
+        while not self._can_take(cost):
+            with trio.move_on_after(PROBE_INTERVAL if is_broken is not None else math.inf):
+                await budget.lot.park()
+            if is_broken is not None and is_broken():
+                raise ConnectionLostError("the peer reset the connection while its reader waited for a slot")
+        self.in_use = in_use = self.in_use + 1
+        budget.take(cost)
         if in_use > self.peak:
             self.peak = in_use
 
-    def release(self) -> None:
-        self._sem.release()
+    def release(self, cost: int) -> None:
+        self.in_use -= 1
+        self._budget.give(cost)
 
 
 class Connection:
@@ -119,12 +142,16 @@ class Connection:
         self.config = node.config
         self.stream = stream
         self.peer_address = peer_address
+        local = getattr(stream, "local", None)  # (ip, port) where the stream offers it
+        self.local_address: str | None = str(local[0]) if isinstance(local, tuple) else None
         self.outgoing_remote = outgoing_remote
         self.outgoing = outgoing_remote is not None
         self.remote: Remote | None = None
         self.peer_identity: bytes | None = None
         self.peer_port: int | None = None
-        self.slots = SlotPool(self.config.effective_slots)
+        self.slots = SlotPool(self.config.effective_slots, node._budget)
+        is_broken = getattr(stream, "is_broken", None)
+        self._is_broken: Callable[[], bool] | None = is_broken if callable(is_broken) else None
         self.closed = False
         self.peer_closed = False  # the peer ended the stream cleanly (EOF)
         self.failure: ChirpError | None = None
@@ -180,6 +207,10 @@ class Connection:
     async def _aclose_stream(self) -> None:
         with contextlib.suppress(*CONTAINED_ERRORS):
             await self.stream.aclose()
+
+    def is_broken(self) -> bool:
+        """Whether the stream says the peer reset it (False when the stream cannot tell)."""
+        return self._is_broken is not None and self._is_broken()
 
     def close(self, cause: ChirpError) -> None:
         """End the connection from outside (GC, node shutdown, a duplicate)."""
@@ -247,7 +278,7 @@ class Connection:
                 if event.is_message:
                     self.messages_in += 1
                     head_time = trio.current_time()  # msg.deadline counts from here
-                    await self.slots.acquire()
+                    await self.slots.acquire(event.header_len + event.data_len, self._is_broken)
                 elif event.is_noop:
                     self.noops_in += 1
                     now = trio.current_time()
@@ -276,6 +307,7 @@ class Connection:
                     elif meta is not None and meta.remaining is not None:
                         msg_deadline = head_time + meta.remaining
                 deliver(
+                    self,
                     Message._received(
                         head.identity,
                         head.serial,
@@ -288,7 +320,8 @@ class Connection:
                         release,
                         msg_deadline,
                         meta,
-                    )
+                        head.header_len + head.data_len,
+                    ),
                 )
             else:
                 assert isinstance(event, Handshake)
@@ -305,7 +338,7 @@ class Connection:
                 self._attached.set()
 
     def _release(self, msg: Message, ack: bool) -> None:
-        self.slots.release()
+        self.slots.release(msg._cost)
         remote = self.remote
         if ack and msg.ack_requested and not self.closed and remote is not None and not remote.closed:
             remote.queue_ack(msg.identity)

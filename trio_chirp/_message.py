@@ -63,6 +63,7 @@ class Message:
 
     __slots__ = (
         "__weakref__",
+        "_cost",
         "_data",
         "_header",
         "_in_use",
@@ -100,6 +101,7 @@ class Message:
         """On a received message: when the sender's deadline passes, in ``trio.current_time()``."""
         self.destination = destination
         self._meta: ChirpMeta | None = None
+        self._cost = 0
         self._send_opts: SendOptions | None = None
         self._release_hook: ReleaseHook | None = None
         self._in_use = False
@@ -118,6 +120,7 @@ class Message:
         release_hook: ReleaseHook,
         deadline: float | None = None,
         meta: ChirpMeta | None = None,
+        cost: int = 0,
     ) -> Message:
         """A message built from a frame: no random identity drawn, fields set directly."""
         msg = cls.__new__(cls)
@@ -132,6 +135,7 @@ class Message:
         msg.deadline = deadline
         msg.destination = None if meta is None else meta.destination
         msg._meta = meta
+        msg._cost = cost  # bytes it counts for in the node's budget until released
         msg._send_opts = None
         msg._release_hook = release_hook
         msg._in_use = False

@@ -11,6 +11,7 @@ the connection starts; accepted connections of a node with certificates are snif
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import logging
 import math
@@ -32,10 +33,13 @@ from ._errors import (
     ChirpTimeoutError,
     ConnectionLostError,
     MessageInUseError,
+    ProtocolError,
     ShutdownError,
     TLSError,
 )
 from ._header import ChirpMeta, ErrorInfo
+from ._inbox import Budget, Inbox
+from ._limits import Admission
 from ._message import Message
 from ._protocol import IDENTITY_SIZE, ZERO_IDENTITY, Handshake, check_frame_lengths
 from ._ratelimit import LogLimiter
@@ -128,7 +132,15 @@ class Chirp:
         self._connections: set[Connection] = set()
         self._blocked: set[Remote] = set()
         self._debouncing = False
-        self._incoming_send, self._incoming_recv = trio.open_memory_channel[Message](math.inf)
+        self._budget = Budget(
+            config.max_unreleased,
+            config.max_unreleased_bytes,
+            config.effective_max_connections,
+            config.max_msg_size,
+        )
+        self._admission = Admission(config.effective_max_connections, config.max_handshakes)
+        self._inbox = Inbox()
+        self._leftovers_dropped = 0
         self._listen_scope = trio.CancelScope()
         self._closing = False
         self._closed = trio.Event()
@@ -161,6 +173,7 @@ class Chirp:
                 bind_v6=self.config.bind_v6,
                 backlog=self.config.backlog,
                 on_accept=self._on_accept,
+                on_error=self._on_accept_error,
                 task_status=task_status,
             )
 
@@ -226,6 +239,9 @@ class Chirp:
                 self._count_error(self._tls_error(address), address, None)
                 self._nursery.start_soon(stream.aclose)
                 return
+            if not self._admit(address):
+                self._nursery.start_soon(stream.aclose)
+                return
             deadline = trio.current_time() + self.config.effective_handshake_timeout
             conn = Connection(
                 self,
@@ -246,7 +262,24 @@ class Chirp:
             self._count_error(refused, address, None)
             self._nursery.start_soon(stream.aclose)
             return
+        if not self._admit(address):
+            self._nursery.start_soon(stream.aclose)
+            return
         self._nursery.start_soon(self._accept_sniffed, stream, address)
+
+    def _admit(self, address: str) -> bool:
+        """The connection limit for an accepted connection (``_limits.py``); False: refused, logged."""
+        if self._admission.admit(self._connections, address, incoming=True, now=trio.current_time()):
+            return True
+        self._log_limited(
+            address,
+            "refused",
+            "connections refused at the connection limit",
+            "connection from %s refused: at the connection limit (%d) with nothing to shed",
+            address,
+            self._admission.max_connections,
+        )
+        return False
 
     @trio.lowlevel.enable_ki_protection
     async def _accept_sniffed(self, stream: trio.abc.Stream, address: str) -> None:
@@ -319,6 +352,17 @@ class Chirp:
             data += chunk
         return verdict, data
 
+    def _on_accept_error(self, error: OSError) -> None:
+        """Accepting failed for want of resources (EMFILE and the like): count, log, free an fd.
+
+        The listener backs off and retries; shedding an idle connection lets the retry
+        succeed when the node itself holds the descriptors.
+        """
+        kind = errno.errorcode.get(error.errno or 0, type(error).__name__)
+        self._errors[kind] += 1
+        self._log_limited("*", kind, f"{kind} accept failures", "accepting a connection failed: %r", error)
+        self._admission.shed_one(self._connections, trio.current_time(), "no file descriptor left to accept")
+
     # --- remotes and connections ----------------------------------------------------------
     def _get_remote(self, key: RemoteKey) -> Remote:
         remote = self._remotes.get(key)
@@ -342,7 +386,18 @@ class Chirp:
 
     @trio.lowlevel.enable_ki_protection
     async def _dial(self, remote: Remote) -> None:
-        deadline = trio.current_time() + self.config.connect_timeout
+        now = trio.current_time()
+        if not self._admission.admit(self._connections, remote.address, incoming=False, now=now):
+            remote.connecting = False
+            full = CannotConnectError(
+                f"cannot connect to {remote.address}:{remote.port}: the node is at its limit of"
+                f" {self._admission.max_connections} connections and none could be shed"
+            )
+            self._count_error(full, remote.address, remote.port)
+            self._on_connect_failed(remote, full)
+            await trio.lowlevel.checkpoint()
+            return
+        deadline = now + self.config.connect_timeout
         where = f"{remote.address}:{remote.port}"
         raw: trio.abc.Stream | None = None
         stream: trio.abc.Stream | None = None
@@ -402,6 +457,9 @@ class Chirp:
         await conn.run()
 
     def _on_handshake(self, conn: Connection, handshake: Handshake) -> Remote:
+        refusal = self._refuse_handshake(conn, handshake)
+        if refusal is not None:
+            raise ProtocolError(f"{conn}: handshake refused: {refusal}")
         if conn.outgoing_remote is not None:
             # Attach to the remote we dialled, whatever port the peer announces
             # (libchirp re-keys by the announced port, PROTOCOL.md 1.2 / sharp edge 11).
@@ -412,7 +470,36 @@ class Chirp:
         if remote.closed:
             remote = self._get_remote(remote.key)
         remote.attach(conn)
+        for old in list(remote.old):  # a peer that reconnects may have reset the old one
+            if old.is_broken():
+                old.close(ConnectionLostError(f"{old} was reset by the peer, which reconnected"))
         return remote
+
+    def _refuse_handshake(self, conn: Connection, handshake: Handshake) -> str | None:
+        """Why a peer's handshake cannot be trusted, or None.
+
+        Port 0 cannot be replied to (``msg.port`` would be 0); our own identity or an
+        address we listen on would turn a replying application into a loop with itself.
+        Other nodes may use our port number on other addresses.
+        """
+        if handshake.port == 0:
+            return "it announced port 0"
+        if handshake.identity == self.identity:
+            return "it announced this node's own identity"
+        if handshake.port == self.port and self._listens_on(conn.peer_address, conn.local_address):
+            return f"it announced {conn.peer_address}:{handshake.port}, where this node listens"
+        return None
+
+    def _listens_on(self, address: str, local_address: str | None) -> bool:
+        """Whether this node listens on ``address`` (at its own port)."""
+        ip = ipaddress.ip_address(address)
+        bind = self.config.bind_v4 if ip.version == 4 else self.config.bind_v6
+        if bind is None:
+            return False
+        if not ipaddress.ip_address(bind).is_unspecified:
+            return ipaddress.ip_address(bind) == ip
+        # A wildcard listener: every address of this host, the whole loopback range included.
+        return ip.is_loopback or (local_address is not None and ipaddress.ip_address(local_address) == ip)
 
     def _on_connection_closed(self, conn: Connection, cause: ChirpError) -> None:
         self._connections.discard(conn)
@@ -420,6 +507,7 @@ class Chirp:
         for name in TRAFFIC_COUNTERS:
             totals[name] += getattr(conn, name)
         self._peak_slots = max(self._peak_slots, conn.slots.peak)
+        self._retire_from_inbox(conn, cause)
         remote = conn.remote
         in_flight_here = (
             remote is not None and remote.in_flight is not None and remote.in_flight.connection is conn
@@ -542,7 +630,7 @@ class Chirp:
         finally:
             self._summary_timer = False
 
-    def _deliver(self, message: Message) -> None:
+    def _deliver(self, source: Connection, message: Message) -> None:
         """A received message: an error response, an awaited response, or the application's."""
         meta = message._meta
         if meta is not None and meta.error is not None:
@@ -550,10 +638,40 @@ class Chirp:
             return
         if self._requests.active and self._requests.offer(message):
             return
-        try:
-            self._incoming_send.send_nowait(message)
-        except trio.ClosedResourceError:
+        if self._inbox.closed:
             message.release(ack=False)
+            return
+        self._inbox.put(source, message)
+
+    def _retire_from_inbox(self, conn: Connection, cause: ChirpError) -> None:
+        """What a closed connection delivered and the application has not taken yet.
+
+        Messages that asked for an ACK go (their sender has failed already: the ACK
+        cannot travel on a closed connection); asynchronous ones stay as leftovers, unless
+        the peer broke the protocol. Leftovers count against the budget and are the first
+        to go when it overflows. Each dropped message is counted and logged (rate-limited).
+        """
+        trusted = not isinstance(cause, ProtocolError)
+        dropped = self._inbox.retire(conn, lambda m: trusted and not m.ack_requested)
+        budget = self._budget
+        while budget.over:
+            oldest = self._inbox.drop_oldest_leftover()
+            if oldest is None:
+                break
+            dropped.append(oldest)
+        for message in dropped:
+            message.release(ack=False)
+        if dropped:
+            self._leftovers_dropped += len(dropped)
+            self._log_limited(
+                conn.peer_address,
+                "leftovers dropped",
+                "undelivered messages of closed connections dropped",
+                "%d undelivered message(s) of %r dropped (%s)",
+                len(dropped),
+                conn,
+                cause,
+            )
 
     def _on_error_response(self, message: Message, info: ErrorInfo) -> None:
         """Fail what it answers at once: the synchronous send in flight, or a request; never delivered."""
@@ -792,22 +910,17 @@ class Chirp:
         point but yields to the scheduler only every 64 calls.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        channel = self._incoming_recv
-        try:
-            message = channel.receive_nowait()
-        except trio.WouldBlock:
-            pass
-        except (trio.ClosedResourceError, trio.EndOfChannel):
-            raise ShutdownError(f"{self} is closed") from None
-        else:
+        inbox = self._inbox
+        message = inbox.take_nowait()
+        if message is not None:
             await self._maybe_yield()
             return message
-        # Wait outside the ``except`` block above, so a Cancelled or KeyboardInterrupt
-        # out of an idle receive() carries no stray WouldBlock as its __context__.
-        try:
-            return await channel.receive()
-        except (trio.ClosedResourceError, trio.EndOfChannel):
-            raise ShutdownError(f"{self} is closed") from None
+        while not inbox.closed:
+            await inbox.lot.park()
+            message = inbox.take_nowait()
+            if message is not None:
+                return message
+        raise ShutdownError(f"{self} is closed")
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self
@@ -876,7 +989,13 @@ class Chirp:
             slots_peak=max([self._peak_slots, *(c.slots.peak for c in conns)]),
             queued=sum(r.queued for r in self._remotes.values()),
             in_flight=sum(r.in_flight is not None for r in self._remotes.values()),
-            undelivered=self._incoming_recv.statistics().current_buffer_used,
+            undelivered=len(self._inbox),
+            unreleased=self._budget.count,
+            unreleased_bytes=self._budget.size,
+            leftovers=self._inbox.leftovers,
+            leftovers_dropped=self._leftovers_dropped,
+            connections_refused=self._admission.refused,
+            connections_shed=self._admission.shed,
             messages_lost=self._lost,
             requests_pending=len(self._requests),
             requests_completed=self._requests.completed,
@@ -939,14 +1058,8 @@ class Chirp:
             conn.close(ShutdownError(f"{self} is closing"))
         for scope in self._handshakes:
             scope.cancel()
-        self._incoming_send.close()
-        while True:
-            try:
-                message = self._incoming_recv.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
+        for message in self._inbox.close():
             message.release(ack=False)
-        self._incoming_recv.close()
         self._closed.set()
 
 

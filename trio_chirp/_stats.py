@@ -65,6 +65,19 @@ class NodeStats:
     in_flight: int
     undelivered: int
     """Received messages waiting for ``receive()``."""
+    unreleased: int
+    """Received messages not released yet (waiting for ``receive()`` or held by the application):
+    what the node-wide budget counts (docs/memory.md)."""
+    unreleased_bytes: int
+    """Their header + data bytes."""
+    leftovers: int
+    """Undelivered messages of connections that have closed (among ``undelivered``)."""
+    leftovers_dropped: int
+    """Undelivered messages of closed connections dropped (ACK-requesting ones, or over budget)."""
+    connections_refused: int
+    """New connections refused at ``max_connections``/``max_handshakes`` (nothing could be shed)."""
+    connections_shed: int
+    """Connections closed to let a newcomer in (node.md, "Connection limit")."""
     messages_in: int
     """Data frames received (every frame but ACK and NOOP)."""
     messages_out: int

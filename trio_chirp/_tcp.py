@@ -18,7 +18,7 @@ from typing import Final, final
 
 import trio
 
-from ._transport import AcceptHandler, Transport
+from ._transport import AcceptErrorHandler, AcceptHandler, Transport
 
 __all__ = ["TCPStream", "TCPTransport"]
 
@@ -45,6 +45,12 @@ class TCPStream(trio.abc.HalfCloseableStream):
     def socket(self) -> trio.socket.SocketType:
         return self._stream.socket
 
+    @property
+    def local(self) -> tuple[str, int]:
+        """This end's (ip, port), as ``trio_chirp.testing.MemoryStream.local``."""
+        name = self._raw.getsockname()
+        return str(name[0]), int(name[1])
+
     def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
         """Send what the kernel takes now; 0 when its buffer is full. Raises ``OSError``.
 
@@ -54,6 +60,21 @@ class TCPStream(trio.abc.HalfCloseableStream):
             return self._raw.send(data)
         except BlockingIOError:
             return 0
+
+    def is_broken(self) -> bool:
+        """Whether the peer reset the connection (RST), by a peek that never consumes or blocks.
+
+        Lets a reader that is not reading (all its slots are held) notice a dead peer and
+        free the descriptor. A clean close (FIN) is not broken: what the peer sent before
+        it may still be in our buffers, waiting for a slot, and must be delivered.
+        """
+        try:
+            self._raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        return False
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._stream.send_all(data)
@@ -162,6 +183,7 @@ class TCPTransport(Transport):
         bind_v6: str | None,
         backlog: int,
         on_accept: AcceptHandler,
+        on_error: AcceptErrorHandler | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         hosts = [h for h in (bind_v4, bind_v6) if h is not None]
@@ -170,7 +192,7 @@ class TCPTransport(Transport):
             bound = listeners[0].getsockname()[1]
             async with trio.open_nursery() as nursery:
                 for listener in listeners:
-                    nursery.start_soon(self._accept_loop, listener, on_accept)
+                    nursery.start_soon(self._accept_loop, listener, on_accept, on_error)
                 task_status.started(bound)
         finally:
             for listener in listeners:
@@ -178,7 +200,9 @@ class TCPTransport(Transport):
 
     @staticmethod
     @trio.lowlevel.enable_ki_protection
-    async def _accept_loop(listener: socket.socket, on_accept: AcceptHandler) -> None:
+    async def _accept_loop(
+        listener: socket.socket, on_accept: AcceptHandler, on_error: AcceptErrorHandler | None
+    ) -> None:
         while True:
             await trio.lowlevel.wait_readable(listener)
             try:
@@ -188,6 +212,8 @@ class TCPTransport(Transport):
             except OSError as exc:
                 # EMFILE and friends: back off instead of spinning; the node stays up.
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    if on_error is not None:
+                        on_error(exc)
                     await trio.sleep(_ACCEPT_BACKOFF)
                     continue
                 raise

@@ -15,6 +15,11 @@ connection uses when present (duck-typed, so wrappers need not implement them):
   that queued it while the writer task is idle, saving two task switches per frame.
 * ``async send_parts(parts)``: ``send_all`` of the concatenation without concatenating
   (``sendmsg``), so large payloads are copied only by the kernel.
+* ``is_broken() -> bool``: whether the peer reset the connection, without reading or
+  blocking; a reader that stopped reading (its slots are all held) asks it every second,
+  so a dead peer does not keep its descriptor until garbage collection.
+* ``local``: this end's ``(ip, port)``, used to tell a peer on this host announcing our
+  own listening address (a loop with ourselves) from another node.
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from collections.abc import Callable
 
 import trio
 
-__all__ = ["AcceptHandler", "Transport"]
+__all__ = ["AcceptErrorHandler", "AcceptHandler", "Transport"]
 
 AcceptHandler = Callable[[trio.abc.Stream, str], None]
 """Called synchronously for each accepted stream with the peer's IP address (text)."""
+
+AcceptErrorHandler = Callable[[OSError], None]
+"""Called synchronously when accepting failed for want of resources (EMFILE, ENFILE, ...)."""
 
 
 class Transport(ABC):
@@ -57,11 +65,14 @@ class Transport(ABC):
         bind_v6: str | None,
         backlog: int,
         on_accept: AcceptHandler,
+        on_error: AcceptErrorHandler | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen until cancelled; report the bound port with ``task_status.started(port)``.
 
         ``port=0`` means: pick one port that is free on every requested address family.
-        Accepted streams are handed to ``on_accept``, which takes ownership of them.
+        Accepted streams are handed to ``on_accept``, which takes ownership of them. A
+        transport that can run out of resources while accepting reports it to
+        ``on_error`` (and keeps listening, backing off) instead of failing silently.
         Raises ``OSError`` before ``started()`` when the port cannot be bound.
         """

@@ -28,9 +28,17 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+LIBCHIRP_MAX_MSG_SIZE = 100 * 1024 * 1024
+
+
 def trio_config(**overrides: Any) -> trio_chirp.Config:
-    """A loopback node on a free port (plaintext on 127.0.0.1 needs no certificates)."""
+    """A loopback node on a free port (plaintext on 127.0.0.1 needs no certificates).
+
+    ``max_msg_size`` is libchirp's default (100 MiB) here, so the same sizes pass both
+    ways; ours is 1 MiB (docs/memory.md).
+    """
     overrides.setdefault("port", 0)
+    overrides.setdefault("max_msg_size", LIBCHIRP_MAX_MSG_SIZE)
     return trio_chirp.Config(**overrides)
 
 

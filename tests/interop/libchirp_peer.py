@@ -25,7 +25,9 @@ later as separate events without ``seq``. Every event has ``"event"`` and ``"ts"
     AUTO_RELEASE) plus ``IDENTITY`` as 32 hex digits. Driver options (not libchirp's),
     given here so that no message can arrive before the mode is set:
     ``HOLD`` (bool, keep received messages unreleased; needs AUTO_RELEASE false),
-    ``ECHO`` (bool), ``ECHO_RELEASE`` ("before"|"after", see ``echo``),
+    ``ECHO`` (bool), ``ECHO_RELEASE`` ("before"|"after"|"released", see ``echo``),
+    ``ECHO_DELAY`` (seconds, default 0: how long the receiver thread sleeps before
+    sending an echo; after the release with "before"/"released"),
     ``REPORT`` ("each"|"none": whether to emit one ``received`` event per message),
     ``DATA_HEX_LIMIT`` (int, default 1024: include ``data_hex`` up to this size).
     -> ``{"event":"started","port":..,"identity":hex,"config":{effective values}}``;
@@ -42,9 +44,17 @@ later as separate events without ``seq``. Every event has ``"event"`` and ``"ts"
     ``{"event":"sent","id":..,"ok":true,"elapsed":..}`` or
     ``{"event":"sent","id":..,"ok":false,"error_type":..,"error":..,"ecode":..}``.
 
-``request``  same fields as ``send`` plus ``auto_release`` (default true); uses
-    ``Chirp.request()``. Later ``sent`` (the send future) and ``response``
-    (``ok`` + message fields, or the error, e.g. TimeoutError "Chirp request timed out").
+``request``  same fields as ``send`` plus ``auto_release`` (default true) and ``raw``
+    (default false); uses libchirp's request(). Later ``sent`` (the send future) and
+    ``response`` (``ok`` + message fields, or the error, e.g. TimeoutError "Chirp request
+    timed out"). The binding's ``Chirp.request()`` (1.2.1b3) has a race: it sends
+    first and only then schedules the creation of its timeout timer on the loop thread
+    (``call_soon(make_timer)``); an answer read before that timer exists makes
+    ``_check_request`` raise AttributeError ``_timer_t`` inside the receive callback, so
+    the answer is lost, its slot never released, and the request times out (seen under
+    CPU load with a fast answering peer: 4 in 300). So by default the driver does what
+    ``Chirp.request()`` does in the other order, starting the timer (and waiting until it
+    runs) before the send; ``"raw": true`` calls ``Chirp.request()`` as is.
 
 ``send_many``  ``{"cmd":"send_many","address","port","count","size","seed",
     "index_header":true,"max_outstanding":null,"id":..}``
@@ -55,13 +65,18 @@ later as separate events without ``seq``. Every event has ``"event"`` and ``"ts"
     "errors":[first 20],"elapsed"}``.
 
 ``hold`` ``{"cmd":"hold","on":bool}``; ``echo`` ``{"cmd":"echo","on":bool,
-    "release":"before"|"after","data_hex":optional replacement}``; ``report``
+    "release":"before"|"after"|"released","delay":s,"data_hex":optional replacement}``; ``report``
     ``{"cmd":"report","mode":"each"|"none"}``: switch receive handling (see ``start``).
     Echo sends the received message object back (same identity, address, port), which
     is libchirp's documented reply pattern; outcomes are ``sent`` events with id
-    ``echo-<n>`` and ``echo_of`` = [identity, serial]. With AUTO_RELEASE false, release
+    ``echo-<n>``, ``echo_of`` = [identity, serial] and ``header_hex`` (the header the
+    echo carried: the received one, unchanged). With AUTO_RELEASE false, release
     "before" releases the slot before sending (queue style); "after" sends from the
-    slot-holding message and releases once the send completed (asyncio-handler style).
+    slot-holding message and releases once the send completed (asyncio-handler style);
+    "released" releases, waits (in the receiver thread) until libchirp reports the
+    release done, then sends: the queue style with its race decided, so the ACK of a
+    REQ_ACK message is always queued before the echo is submitted (with "before",
+    libchirp's loop thread may pick up the echo's send or the release first).
 
 ``release`` ``{"cmd":"release","count":n}`` | ``{"all":true}`` |
     ``{"identity":hex,"serial":n}``: release held messages (FIFO for count).
@@ -196,6 +211,7 @@ class Driver:
         self.echo = False
         self.echo_release = "before"
         self.echo_data: bytes | None = None
+        self.echo_delay = 0.0
         self.report = "each"
         self.data_hex_limit = DATA_HEX_LIMIT_DEFAULT
         self.auto_release = True
@@ -216,6 +232,7 @@ class Driver:
         self.hold = bool(conf.pop("HOLD", False))
         self.echo = bool(conf.pop("ECHO", False))
         self.echo_release = conf.pop("ECHO_RELEASE", "before")
+        self.echo_delay = float(conf.pop("ECHO_DELAY", 0.0))
         self.report = conf.pop("REPORT", "each")
         self.data_hex_limit = int(conf.pop("DATA_HEX_LIMIT", DATA_HEX_LIMIT_DEFAULT))
         config = libchirp.Config()
@@ -329,7 +346,11 @@ class Driver:
     def cmd_request(self, c: dict[str, Any]) -> dict[str, Any]:
         msg = self._make_message(c)
         send_id = str(c.get("id") or self._next_id("r"))
-        fut = self.chirp.request(msg, auto_release=bool(c.get("auto_release", True)))
+        auto_release = bool(c.get("auto_release", True))
+        if c.get("raw"):
+            fut = self.chirp.request(msg, auto_release=auto_release)
+        else:
+            fut = self._request(msg, auto_release)
         self._track_send(fut._send_fut, send_id, {})
         start = time.monotonic()
 
@@ -354,6 +375,33 @@ class Driver:
 
         fut.add_done_callback(done)
         return {"id": send_id, **self._describe_out(msg)}
+
+    def _request(self, msg: Any, auto_release: bool) -> Any:
+        """``ChirpBase.request()`` with its timer started before the send (see ``request``)."""
+        import concurrent.futures
+
+        import libchirp
+
+        chirp = self.chirp
+        fut = libchirp.ChirpFuture(auto_release)
+        fut._chirp = chirp
+        fut._id = msg.identity
+        with chirp._lock:
+            chirp._requests[fut._id] = fut
+        timer_started: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def start_timer() -> None:  # on the loop thread, like the binding's call_soon
+            try:
+                libchirp.make_timer(fut)
+            except BaseException as exc:
+                timer_started.set_exception(exc)
+            else:
+                timer_started.set_result(None)
+
+        chirp.loop.call_soon(start_timer)
+        timer_started.result(timeout=10)
+        fut._send_fut = chirp.send(msg)
+        return fut
 
     def cmd_send_many(self, c: dict[str, Any]) -> dict[str, Any]:
         count = int(c["count"])
@@ -426,6 +474,7 @@ class Driver:
     def cmd_echo(self, c: dict[str, Any]) -> dict[str, Any]:
         self.echo = bool(c.get("on", True))
         self.echo_release = c.get("release", self.echo_release)
+        self.echo_delay = float(c.get("delay", self.echo_delay))
         self.echo_data = bytes.fromhex(c["data_hex"]) if "data_hex" in c else None
         return {"echo": self.echo, "release": self.echo_release}
 
@@ -572,18 +621,35 @@ class Driver:
         if not self.auto_release:
             if self.echo_release == "before":
                 self._release(msg)
+            elif self.echo_release == "released":
+                if not self._release_and_wait(msg):
+                    return
             else:
 
                 def after() -> None:
                     self._release(msg)
 
+        if self.echo_delay > 0:
+            time.sleep(self.echo_delay)
         send_id = f"echo-{n}"
+        extra = {"echo_of": echo_of, "header_hex": msg.header.hex()}
         try:
             fut = self.chirp.send(msg)
         except BaseException as exc:
-            self.w.emit("sent", id=send_id, ok=False, echo_of=echo_of, **_exc_fields(exc))
+            self.w.emit("sent", id=send_id, ok=False, **extra, **_exc_fields(exc))
             return
-        self._track_send(fut, send_id, {"echo_of": echo_of}, after=after)
+        self._track_send(fut, send_id, extra, after=after)
+
+    def _release_and_wait(self, msg: Any) -> bool:
+        """Release ``msg`` and block until libchirp has done it (echo release "released")."""
+        fields = {"identity": msg.identity.hex(), "serial": msg.serial}
+        try:
+            res = msg.release().result(timeout=30)
+        except BaseException as exc:
+            self.w.emit("released", ok=False, **_exc_fields(exc), **fields)
+            return False
+        self.w.emit("released", ok=True, result=None if res is None else [res[0].hex(), res[1]], **fields)
+        return True
 
 
 COMMANDS = {

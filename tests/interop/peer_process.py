@@ -118,7 +118,7 @@ class PeerProcess:
         """Start the libchirp node; returns the ``started`` event.
 
         ``config`` keys are libchirp ``Config`` names (plus driver options HOLD, ECHO,
-        ECHO_RELEASE, REPORT, DATA_HEX_LIMIT). ``IDENTITY`` may be bytes. Defaults that
+        ECHO_RELEASE, ECHO_DELAY, REPORT, DATA_HEX_LIMIT). ``IDENTITY`` may be bytes. Defaults that
         differ from libchirp's, because almost every interop test wants them: ``PORT`` is
         a free port and ``DISABLE_ENCRYPTION`` is True (libchirp would otherwise demand
         certificate files even for 127.0.0.1). Raises ``PeerCommandError`` if libchirp
@@ -209,18 +209,34 @@ class PeerProcess:
         **extra: Any,
     ) -> str:
         """Issue a ``send``; returns its id (``wait_sent(id)`` gives the outcome)."""
-        fields: dict[str, Any] = {"address": address, "port": port, **extra}
-        if data is not None:
-            fields["data_hex"] = data.hex()
-        if size is not None:
-            fields["size"], fields["seed"] = size, seed
-        if header is not None:
-            fields["header_hex"] = header.hex()
-        if identity is not None:
-            fields["identity_hex"] = identity.hex()
-        if send_id is not None:
-            fields["id"] = send_id
+        fields = _message_fields(address, port, data, header, size, seed, identity, send_id, extra)
         return str((await self.command("send", **fields))["id"])
+
+    async def request(
+        self,
+        address: str,
+        port: int,
+        *,
+        data: bytes | None = None,
+        header: bytes | None = None,
+        size: int | None = None,
+        seed: int = 0,
+        identity: bytes | None = None,
+        send_id: str | None = None,
+        auto_release: bool = True,
+        **extra: Any,
+    ) -> Event:
+        """Issue a ``request`` (libchirp's ``Chirp.request()``); returns its ``ok`` event.
+
+        The event has ``id`` and the request's ``identity``; ``wait_sent(id)`` gives the
+        send future's outcome (sync: the ACK arrived), ``wait_response(id)`` the answer.
+        """
+        fields = _message_fields(address, port, data, header, size, seed, identity, send_id, extra)
+        return await self.command("request", auto_release=auto_release, **fields)
+
+    async def wait_response(self, request_id: str, timeout: float = 30) -> Event:  # noqa: ASYNC109
+        """The ``response`` outcome of request ``request_id`` (``ok`` + message fields, or the error)."""
+        return await self.next_event("response", timeout, where=lambda e: e.get("id") == request_id)
 
     async def wait_sent(self, send_id: str, timeout: float = 30) -> Event:  # noqa: ASYNC109
         """The ``sent`` outcome of ``send_id`` (``ok``, or error_type/error/ecode)."""
@@ -289,6 +305,32 @@ class PeerProcess:
         event: Event = json.loads(line)
         self.history.append(event)
         return event
+
+
+def _message_fields(
+    address: str,
+    port: int,
+    data: bytes | None,
+    header: bytes | None,
+    size: int | None,
+    seed: int,
+    identity: bytes | None,
+    send_id: str | None,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The JSON fields of a ``send``/``request`` command (see ``libchirp_peer.py``)."""
+    fields: dict[str, Any] = {"address": address, "port": port, **extra}
+    if data is not None:
+        fields["data_hex"] = data.hex()
+    if size is not None:
+        fields["size"], fields["seed"] = size, seed
+    if header is not None:
+        fields["header_hex"] = header.hex()
+    if identity is not None:
+        fields["identity_hex"] = identity.hex()
+    if send_id is not None:
+        fields["id"] = send_id
+    return fields
 
 
 @asynccontextmanager

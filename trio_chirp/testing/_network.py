@@ -17,7 +17,7 @@ from collections import deque
 
 import trio
 
-from .._transport import AcceptHandler, Transport
+from .._transport import AcceptErrorHandler, AcceptHandler, Transport
 from ._stream import Address, MemoryStream, _Path
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
@@ -144,9 +144,12 @@ class MemoryTransport(Transport):
         bind_v6: str | None,
         backlog: int,
         on_accept: AcceptHandler,
+        on_error: AcceptErrorHandler | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen on this host's address until cancelled (or forever after a ``crash``).
+
+        Accepting never runs out of resources here, so ``on_error`` is never called.
 
         ``port=0`` takes the next unused port from 49152 up; a used port raises
         ``OSError(EADDRINUSE)`` before ``started``. ``on_accept`` runs in this task.

@@ -214,6 +214,10 @@ class MemoryStream(trio.abc.HalfCloseableStream):
         """Byte counters now (a snapshot)."""
         return StreamStats(self._out.bytes_in, self._out.bytes_out, self._in.bytes_out)
 
+    def is_broken(self) -> bool:
+        """Whether the connection was reset (``TCPStream.is_broken``'s twin); never blocks."""
+        return self._in.reset
+
     def _reset(self) -> None:
         """Break both directions, like a TCP RST seen by both ends."""
         self._out.break_()
