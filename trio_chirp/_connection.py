@@ -40,7 +40,7 @@ from ._tls import describe_tls_failure, ssl_cause
 if TYPE_CHECKING:
     from ._node import Chirp
 
-__all__ = ["CONTAINED_ERRORS", "Connection"]
+__all__ = ["CONTAINED_ERRORS", "Connection", "Prelude"]
 
 logger = logging.getLogger("trio_chirp.connection")
 
@@ -121,6 +121,10 @@ class SlotPool:
         self._budget.give(cost)
 
 
+Prelude = Callable[["Connection"], Awaitable[tuple[trio.abc.Stream, bytes]]]
+"""What runs on a connection before its reader and writer (sniffing, the TLS handshake)."""
+
+
 class Connection:
     """State and tasks of one stream; created by the node for accepted and dialled streams."""
 
@@ -132,10 +136,13 @@ class Connection:
         peer_address: str,
         outgoing_remote: Remote | None,
         handshake_deadline: float,
-        initial_data: bytes = b"",
+        prelude: Prelude | None = None,
         refuse_client_hello: bool = False,
     ) -> None:
-        """``initial_data``: bytes already read from ``stream`` (sniffed, or the first TLS read).
+        """``prelude`` runs first, within the handshake deadline, before anything is read or
+        written: it may replace the stream (TLS) and return bytes it already read from it
+        (sniffed, or the first TLS read), which the reader takes first. Until it is done the
+        connection is a handshake in progress like any other (limits, statistics, close).
         ``refuse_client_hello``: an accepted plaintext stream nobody sniffed; a ClientHello
         in place of the peer's handshake closes it with the node's ``TLSError``."""
         self.node = node
@@ -159,12 +166,9 @@ class Connection:
         self._writing_what = ""
         self.writer_idle = False  # parked with nothing to do: write_now() may write
         self._handoff: tuple[memoryview, list[Outgoing], int, int, int, float] | None = None
-        send_parts = getattr(stream, "send_parts", None)
-        self._send_parts: Callable[[list[bytes | memoryview]], Awaitable[None]] | None = (
-            send_parts if callable(send_parts) else None
-        )
-        send_nowait = getattr(stream, "send_nowait", None)
-        self._send_nowait: Callable[[bytes], int] | None = send_nowait if callable(send_nowait) else None
+        self._send_parts: Callable[[list[bytes | memoryview]], Awaitable[None]] | None = None
+        self._send_nowait: Callable[[bytes], int] | None = None
+        self._adopt(stream)
         self.last_activity = trio.current_time()
         # Traffic counters (TRAFFIC_COUNTERS in _stats.py).
         self.messages_in = self.acks_in = self.noops_in = 0
@@ -177,8 +181,24 @@ class Connection:
         self._timer_scope: trio.CancelScope | None = None
         self._nursery_scope: trio.CancelScope | None = None
         self._attached = trio.Event()
-        self._initial_data = initial_data
+        self._prelude = prelude
+        self.prelude_done = prelude is None
+        self.waiting_for = ""
+        """What the prelude waits for, for the timeout's message (e.g. "the TLS handshake")."""
+        self._initial_data = b""
         self._refuse_client_hello = refuse_client_hello
+
+    def _adopt(self, stream: trio.abc.Stream) -> None:
+        """Write to ``stream`` from now on, with its optional fast paths (``_transport.py``).
+
+        ``local`` and ``is_broken`` stay those of the stream the connection was made with:
+        they are about the transport, which a TLS stream wraps.
+        """
+        self.stream = stream
+        send_parts = getattr(stream, "send_parts", None)
+        self._send_parts = send_parts if callable(send_parts) else None
+        send_nowait = getattr(stream, "send_nowait", None)
+        self._send_nowait = send_nowait if callable(send_nowait) else None
 
     def __repr__(self) -> str:
         direction = "to" if self.outgoing else "from"
@@ -193,9 +213,12 @@ class Connection:
                 self._nursery_scope = nursery.cancel_scope
                 if self.closed:  # closed before it started
                     nursery.cancel_scope.cancel()
-                nursery.start_soon(self._guard, self._reader)
-                nursery.start_soon(self._guard, self._writer)
                 nursery.start_soon(self._guard, self._timer)
+                if self._prelude is not None:
+                    await self._guard(self._run_prelude)
+                if not self.closed:
+                    nursery.start_soon(self._guard, self._reader)
+                    nursery.start_soon(self._guard, self._writer)
         finally:
             self.closed = True
             cause = self.failure or ShutdownError("connection closed")
@@ -230,6 +253,13 @@ class Connection:
             self.closed = True
             assert self._nursery_scope is not None
             self._nursery_scope.cancel()
+
+    async def _run_prelude(self) -> None:
+        assert self._prelude is not None
+        stream, self._initial_data = await self._prelude(self)
+        self._adopt(stream)
+        self.prelude_done = True
+        self.waiting_for = ""
 
     def _failure(self, exc: BaseException) -> ChirpError:
         tls = None if isinstance(exc, ChirpError) else ssl_cause(exc)
@@ -451,7 +481,10 @@ class Connection:
                 limit = (
                     self.config.connect_timeout if self.outgoing else self.config.effective_handshake_timeout
                 )
-                raise ChirpTimeoutError(f"{self}: no chirp handshake within the {what} timeout ({limit}s)")
+                waiting = f", waiting for {self.waiting_for}" if self.waiting_for else ""
+                raise ChirpTimeoutError(
+                    f"{self}: no chirp handshake within the {what} timeout ({limit}s){waiting}"
+                )
             if now >= self._write_deadline:
                 raise ChirpTimeoutError(
                     f"writing {self._writing_what} to {self} took longer than timeout={timeout}s"

@@ -61,10 +61,6 @@ LOCAL_ADDRESSES: Final = frozenset({"127.0.0.1", "::1"})
 DEBOUNCE_BASE: Final = 0.05
 DEBOUNCE_JITTER: Final = 0.5
 
-MAX_PENDING_HANDSHAKES: Final = 128
-"""Accepted connections a node with certificates sniffs or TLS-handshakes at once; more are
-refused and counted (``TLSError``). Their CPU work is bounded separately: see ``_tls.py``."""
-
 YIELD_EVERY: Final = 64
 """A send or receive that need not wait still yields to the scheduler this often."""
 
@@ -122,7 +118,6 @@ class Chirp:
         self.config = config
         self._transport = transport
         self._tls = tls
-        self._handshakes: set[trio.CancelScope] = set()  # accepted, sniffing or in the TLS handshake
         self._rng = rng
         self._nursery = nursery
         identity = config.identity
@@ -234,113 +229,67 @@ class Chirp:
         if self._closing:
             self._nursery.start_soon(stream.aclose)
             return
-        if self._tls is None:
-            if self._needs_tls(address):
-                self._count_error(self._tls_error(address), address, None)
-                self._nursery.start_soon(stream.aclose)
-                return
-            if not self._admit(address):
-                self._nursery.start_soon(stream.aclose)
-                return
-            deadline = trio.current_time() + self.config.effective_handshake_timeout
-            conn = Connection(
-                self,
-                stream,
-                peer_address=address,
-                outgoing_remote=None,
-                handshake_deadline=deadline,
-                refuse_client_hello=True,
-            )
-            self._connections.add(conn)
-            self._nursery.start_soon(conn.run)
-            return
-        if len(self._handshakes) >= MAX_PENDING_HANDSHAKES:
-            refused = TLSError(
-                f"connection from {address} refused: {len(self._handshakes)} handshakes already in"
-                f" progress (the limit is {MAX_PENDING_HANDSHAKES})"
-            )
-            self._count_error(refused, address, None)
+        if self._tls is None and self._needs_tls(address):
+            self._count_error(self._tls_error(address), address, None)
             self._nursery.start_soon(stream.aclose)
             return
-        if not self._admit(address):
+        if not self._admission.admit(self._connections, address, incoming=True, now=trio.current_time()):
+            self._log_limited(
+                address,
+                "refused",
+                "connections refused at the connection limit",
+                "connection from %s refused: at the connection limit (%d) with nothing to shed",
+                address,
+                self._admission.max_connections,
+            )
             self._nursery.start_soon(stream.aclose)
             return
-        self._nursery.start_soon(self._accept_sniffed, stream, address)
-
-    def _admit(self, address: str) -> bool:
-        """The connection limit for an accepted connection (``_limits.py``); False: refused, logged."""
-        if self._admission.admit(self._connections, address, incoming=True, now=trio.current_time()):
-            return True
-        self._log_limited(
-            address,
-            "refused",
-            "connections refused at the connection limit",
-            "connection from %s refused: at the connection limit (%d) with nothing to shed",
-            address,
-            self._admission.max_connections,
-        )
-        return False
-
-    @trio.lowlevel.enable_ki_protection
-    async def _accept_sniffed(self, stream: trio.abc.Stream, address: str) -> None:
-        """A node with certificates: sniff the first bytes, then TLS or (local peers only) plaintext.
-
-        Our own handshake waits until the first bytes decided (it goes inside TLS if the
-        peer speaks TLS). All of it runs within the handshake timeout and counts as a
-        connection in progress.
-        """
-        assert self._tls is not None
         deadline = trio.current_time() + self.config.effective_handshake_timeout
-        scope = trio.CancelScope(deadline=deadline)
-        self._handshakes.add(scope)
-        served: trio.abc.Stream | None = None
-        initial = b""
-        phase = "its first bytes"
-        try:
-            with scope:
-                try:
-                    hello, prefix = await self._sniff(stream, address)
-                    if hello:
-                        phase = "the TLS handshake"
-                        served = await self._tls.server(stream, prefix, address)
-                    elif address in LOCAL_ADDRESSES:
-                        served, initial = stream, prefix
-                    else:
-                        raise TLSError(
-                            f"{address} sent plaintext, but it is not 127.0.0.1 or ::1, so chirp requires"
-                            " TLS: is its encryption disabled?"
-                        )
-                except TLSError as exc:
-                    error = TLSError(f"connection from {address}: {exc}")
-                    error.__cause__ = exc.__cause__
-                    self._count_error(error, address, None)
-                except CONTAINED_ERRORS as exc:
-                    self._count_error(lost_error(exc), address, None)
-            if served is None and scope.cancelled_caught and not self._closing:
-                timeout = ChirpTimeoutError(
-                    f"connection from {address}: no TLS or chirp handshake within the handshake timeout"
-                    f" ({self.config.effective_handshake_timeout}s), waiting for {phase}"
-                )
-                self._count_error(timeout, address, None)
-        finally:
-            self._handshakes.discard(scope)
-            if served is None:
-                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                    await _aclose_quietly(stream)
-        if served is None:
-            return
         conn = Connection(
             self,
-            served,
+            stream,
             peer_address=address,
             outgoing_remote=None,
             handshake_deadline=deadline,
-            initial_data=initial,
+            prelude=None if self._tls is None else self._accept_prelude,
+            refuse_client_hello=self._tls is None,
         )
         self._connections.add(conn)
-        if self._closing:
-            conn.close(ShutdownError("node is closing"))
-        await conn.run()
+        self._nursery.start_soon(conn.run)
+
+    async def _accept_prelude(self, conn: Connection) -> tuple[trio.abc.Stream, bytes]:
+        """A node with certificates: sniff the first bytes, then TLS, or plaintext from 127.0.0.1/::1 only.
+
+        Runs inside the connection before its writer, so our own handshake waits until the
+        first bytes decided (it goes inside TLS if the peer speaks TLS), within the handshake
+        timeout; meanwhile the connection counts as a handshake in progress.
+        """
+        assert self._tls is not None
+        address = conn.peer_address
+        conn.waiting_for = "its first bytes"
+        hello, prefix = await self._sniff(conn.stream, address)
+        if not hello:
+            if address not in LOCAL_ADDRESSES:
+                raise TLSError(
+                    f"{address} sent plaintext, but it is not 127.0.0.1 or ::1, so chirp requires"
+                    " TLS: is its encryption disabled?"
+                )
+            return conn.stream, prefix
+        conn.waiting_for = "the TLS handshake"
+        try:
+            return await self._tls.server(conn.stream, prefix, address), b""
+        except TLSError as exc:
+            raise TLSError(f"connection from {address}: {exc}") from exc.__cause__
+
+    async def _dial_prelude(self, conn: Connection) -> tuple[trio.abc.Stream, bytes]:
+        """TLS for a dialled connection, and its first read (see ``TLSLayer.client``)."""
+        assert self._tls is not None
+        assert conn.outgoing_remote is not None
+        conn.waiting_for = "the TLS handshake"
+        remote = conn.outgoing_remote
+        return await self._tls.client(
+            conn.stream, remote.address, remote.port, self.config.effective_buffer_size
+        )
 
     async def _sniff(self, stream: trio.abc.Stream, address: str) -> tuple[bool, bytes]:
         """Read until the first bytes tell a TLS ClientHello from anything else (``_sniff.py``)."""
@@ -399,43 +348,31 @@ class Chirp:
             return
         deadline = now + self.config.connect_timeout
         where = f"{remote.address}:{remote.port}"
-        raw: trio.abc.Stream | None = None
         stream: trio.abc.Stream | None = None
-        initial = b""
         error: ChirpError | None = None
-        phase = ""
-        try:
-            with trio.move_on_at(deadline):
-                try:
-                    raw, source = await self._transport.connect(
-                        remote.address, remote.port, bind=self._bind_for(remote.address)
-                    )
-                    if not self._encrypts(remote.address, source):
-                        stream = raw
-                    elif self._tls is None:
-                        if self._needs_tls(remote.address):
-                            raise self._tls_error(remote.address)
-                        raise self._tls_error(source, source=True)
-                    else:
-                        phase = " (in the TLS handshake)"
-                        bufsize = self.config.effective_buffer_size
-                        stream, initial = await self._tls.client(raw, remote.address, remote.port, bufsize)
-                except TLSError as exc:
-                    error = TLSError(f"cannot connect to {where}: {exc}")
-                    error.__cause__ = exc.__cause__
-                except (OSError, trio.BrokenResourceError) as exc:
-                    error = CannotConnectError(f"cannot connect to {where}: {exc}")
-                    error.__cause__ = exc
-        finally:
-            if stream is None and raw is not None:
-                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                    await _aclose_quietly(raw)
-        if stream is None:
+        encrypted = False
+        with trio.move_on_at(deadline):
+            try:
+                stream, source = await self._transport.connect(
+                    remote.address, remote.port, bind=self._bind_for(remote.address)
+                )
+                encrypted = self._encrypts(remote.address, source)
+                if encrypted and self._tls is None:
+                    local = not self._needs_tls(remote.address)
+                    why = self._tls_error(source, source=True) if local else self._tls_error(remote.address)
+                    error = TLSError(f"cannot connect to {where}: {why}")
+            except OSError as exc:
+                error = CannotConnectError(f"cannot connect to {where}: {exc}")
+                error.__cause__ = exc
+        if stream is None or error is not None:
             remote.connecting = False
+            if stream is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await _aclose_quietly(stream)
             if error is None:
                 timeout = ChirpTimeoutError(
-                    f"connecting to {where} took longer than the connect"
-                    f" timeout ({self.config.connect_timeout}s){phase}"
+                    f"connecting to {where} took longer than the connect timeout"
+                    f" ({self.config.connect_timeout}s)"
                 )
                 self._count_error(timeout, remote.address, remote.port)
                 self._on_remote_failure(remote, timeout)
@@ -449,7 +386,7 @@ class Chirp:
             peer_address=remote.address,
             outgoing_remote=remote,
             handshake_deadline=deadline,
-            initial_data=initial,
+            prelude=self._dial_prelude if encrypted else None,
         )
         self._connections.add(conn)
         if self._closing or remote.closed:
@@ -526,11 +463,17 @@ class Chirp:
                 self._count_error(cause, conn.peer_address, dialled.port)
                 self._on_remote_failure(dialled, cause)
             else:
-                error: ChirpError = (TLSError if isinstance(cause, TLSError) else CannotConnectError)(
-                    f"cannot connect to {dialled.address}:{dialled.port}: the connection ended before"
-                    f" the peer's chirp handshake: {cause}"
-                )
-                error.__cause__ = cause
+                where = f"{dialled.address}:{dialled.port}"
+                error: ChirpError
+                if isinstance(cause, TLSError) and not conn.prelude_done:  # the TLS handshake failed
+                    error = TLSError(f"cannot connect to {where}: {cause}")
+                    error.__cause__ = cause.__cause__ or cause
+                else:
+                    error = (TLSError if isinstance(cause, TLSError) else CannotConnectError)(
+                        f"cannot connect to {where}: the connection ended before the peer's chirp"
+                        f" handshake: {cause}"
+                    )
+                    error.__cause__ = cause
                 self._count_error(error, conn.peer_address, dialled.port)
                 self._on_connect_failed(dialled, error)
             return
@@ -983,7 +926,7 @@ class Chirp:
         traffic = {name: totals[name] + sum(getattr(c, name) for c in conns) for name in TRAFFIC_COUNTERS}
         return NodeStats(
             port=self.port,
-            connections=len(conns) + len(self._handshakes),
+            connections=len(conns),
             remotes=tuple(remotes),
             slots_in_use=sum(c.slots.in_use for c in conns),
             slots_peak=max([self._peak_slots, *(c.slots.peak for c in conns)]),
@@ -1056,8 +999,6 @@ class Chirp:
             remote.close()
         for conn in list(self._connections):
             conn.close(ShutdownError(f"{self} is closing"))
-        for scope in self._handshakes:
-            scope.cancel()
         for message in self._inbox.close():
             message.release(ack=False)
         self._closed.set()
