@@ -34,7 +34,6 @@ from trio_chirp import (
 )
 from trio_chirp._protocol import encode_frame, encode_handshake
 from trio_chirp._sniff import client_hello_verdict
-from trio_chirp._tls import _HandshakeTransport
 from trio_chirp.testing import MemoryNetwork
 
 A, B, C, D = "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"
@@ -509,39 +508,6 @@ async def test_tls_failures_of_one_peer_log_one_line_and_a_summary(
     assert len(lines) == 2
     assert f"{C} sent plaintext, but it is not 127.0.0.1 or ::1" in lines[0]
     assert lines[1] == f"4 more TLSError connection failures with {C} in the last 10 s"
-
-
-# --- the handshake's turns ----------------------------------------------------------------------
-
-
-async def test_handshake_turns_are_held_only_between_a_read_and_the_next_write() -> None:
-    turn = trio.Lock()
-    one_ours, one_peer = trio.testing.memory_stream_pair()
-    two_ours, two_peer = trio.testing.memory_stream_pair()
-    one = _HandshakeTransport(one_ours, b"", turn)
-    two = _HandshakeTransport(two_ours, b"sniffed", turn)
-    await one_peer.send_all(b"flight")
-    got: list[bytes] = []
-
-    async def second() -> None:
-        got.append(bytes(await two.receive_some(3)))  # the replayed prefix first
-        two.end_handshake()
-
-    assert await one.receive_some() == b"flight"  # "one" computes now
-    assert turn.locked()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(second)
-        await trio.testing.wait_all_tasks_blocked()
-        assert got == []  # its bytes are there, but it waits for the turn
-        await one.send_all(b"answer")  # done computing: the turn passes on
-    assert got == [b"sni"]
-    assert await one_peer.receive_some() == b"answer"
-    assert not turn.locked()
-    one.end_handshake()
-    assert await two.receive_some() == b"ffed"
-    await two_peer.send_all(b"more")
-    assert await two.receive_some() == b"more"
-    assert not turn.locked()  # after the handshake, reads take no turn
 
 
 # --- binding outgoing connections ----------------------------------------------------------------

@@ -6,10 +6,11 @@
   caller's deadline; it asks ``Config.verify_peer`` about the peer's certificate and turns
   every TLS failure into a ``TLSError`` that names the reason.
 * Handshake CPU work (RSA signatures, DHE) runs on Trio's one thread. A node's handshakes
-  take turns: only the handshake holding the node's turn computes, and it gives the turn
-  up whenever it waits for the network, so a flood of handshakes adds at most one
-  handshake step per scheduler pass for established peers, and a peer that stalls in its
-  handshake holds nothing.
+  take turns: only the handshake holding the node's turn computes, and it holds it for
+  one computing step only (``TLSStream.do_handshake``), never while it waits for the
+  network, so a flood of handshakes adds at most one handshake step per scheduler pass for
+  established peers, and a peer that stalls in its handshake holds nothing.
+* The stream itself is ``_tlsstream.TLSStream``.
 
 There is no hostname check, as in libchirp: any certificate signed by a CA in the trust
 anchors is admitted (docs/tls.md); ``Config.verify_peer`` may refuse more.
@@ -17,7 +18,6 @@ anchors is admitted (docs/tls.md); ``Config.verify_peer`` may refuse more.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import ssl
 from collections.abc import Callable, Mapping
@@ -28,6 +28,7 @@ import trio
 
 from ._dhparams import FFDHE2048_PEM
 from ._errors import TLSError
+from ._tlsstream import TLSStream
 
 if TYPE_CHECKING:
     from ._config import Config, StrPath
@@ -273,78 +274,8 @@ def describe_tls_failure(error: ssl.SSLError) -> str:
 
 # --- handshakes ----------------------------------------------------------------------------
 
-_ALERT_SECONDS: Final = 1.0
-
-
-class _HandshakeTransport(trio.abc.Stream):
-    """What an ``SSLStream`` reads and writes: the raw stream, plus sniffed bytes and turns.
-
-    Bytes already read to sniff the connection (a ClientHello) are replayed first. During
-    the handshake, the node's turn is taken after every read (OpenSSL computes on what
-    arrived) and given up before every write and read (the computation is done), so only
-    one handshake computes at a time and waiting holds nothing.
-    """
-
-    def __init__(self, inner: trio.abc.Stream, prefix: bytes, turn: trio.Lock) -> None:
-        self._inner = inner
-        self._prefix = prefix
-        self._turn: trio.Lock | None = turn
-        self._held = False
-
-    async def take_turn(self) -> None:
-        if self._turn is not None and not self._held:
-            await self._turn.acquire()
-            self._held = True
-
-    def give_turn(self) -> None:
-        if self._held:
-            assert self._turn is not None
-            self._held = False
-            self._turn.release()
-
-    def end_handshake(self) -> None:
-        self.give_turn()
-        self._turn = None
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._held:
-            self.give_turn()
-        await self._inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._turn is None and not self._prefix:  # after the handshake: a plain pass-through
-            return await self._inner.receive_some(max_bytes)
-        self.give_turn()
-        if self._prefix:
-            take = len(self._prefix) if max_bytes is None else max_bytes
-            data: bytes | bytearray = self._prefix[:take]
-            self._prefix = self._prefix[take:]
-            await trio.lowlevel.checkpoint()
-        else:
-            data = await self._inner.receive_some(max_bytes)
-        await self.take_turn()
-        return data
-
-    async def aclose(self) -> None:
-        self.give_turn()
-        await self._inner.aclose()
-
-
-async def _send_alert(tls: trio.SSLStream[_HandshakeTransport], transport: _HandshakeTransport) -> None:
-    """Send the alert OpenSSL wrote when the handshake failed, so the peer learns the reason.
-
-    ``SSLStream`` drops what is still in its outgoing buffer when the handshake raises:
-    without this the peer would see a bare EOF instead of "unknown CA" or "certificate
-    required". Best effort, briefly: the connection is being closed anyway.
-    """
-    outgoing = getattr(tls, "_outgoing", None)  # SSLStream's private MemoryBIO
-    if not isinstance(outgoing, ssl.MemoryBIO) or not outgoing.pending:
-        return
-    with trio.move_on_after(_ALERT_SECONDS), contextlib.suppress(trio.BrokenResourceError, OSError):
-        await transport.send_all(outgoing.read())
+HANDSHAKE_TURNS: Final = True
+"""Whether a node's handshakes compute in turns (``bench/bench_tls_flood.py --no-turns`` flips it)."""
 
 
 class TLSLayer:
@@ -353,7 +284,7 @@ class TLSLayer:
     def __init__(self, contexts: TLSContexts, verify_peer: VerifyPeer | None) -> None:
         self.contexts = contexts
         self._verify_peer = verify_peer
-        self._turn = trio.Lock()
+        self._turn: trio.Lock | None = trio.Lock() if HANDSHAKE_TURNS else None
 
     async def client(
         self, stream: trio.abc.Stream, address: str, port: int, bufsize: int
@@ -366,9 +297,8 @@ class TLSLayer:
         Raises ``TLSError`` (with the reason) for TLS failures, the transport's error
         otherwise. The caller closes ``stream`` on failure.
         """
-        transport = _HandshakeTransport(stream, b"", self._turn)
-        tls = trio.SSLStream(transport, self.contexts.client, server_hostname=address, https_compatible=True)
-        await self._handshake(tls, transport)
+        tls = TLSStream(stream, self.contexts.client, server_side=False, server_hostname=address)
+        await self._handshake(tls)
         self._check_peer(tls, address, port, outgoing=True)
         try:
             first = await tls.receive_some(bufsize)
@@ -384,33 +314,23 @@ class TLSLayer:
             )
         return tls, bytes(first)
 
-    async def server(self, stream: trio.abc.Stream, prefix: bytes, address: str) -> trio.abc.Stream:
-        """TLS over an accepted stream whose first bytes (``prefix``) were already read."""
-        transport = _HandshakeTransport(stream, prefix, self._turn)
-        tls = trio.SSLStream(transport, self.contexts.server, server_side=True, https_compatible=True)
-        await self._handshake(tls, transport)
+    async def server(self, stream: trio.abc.Stream, received: bytes, address: str) -> trio.abc.Stream:
+        """TLS over an accepted stream whose first bytes (``received``) were already read."""
+        tls = TLSStream(stream, self.contexts.server, server_side=True, received=received)
+        await self._handshake(tls)
         self._check_peer(tls, address, None, outgoing=False)
         return tls
 
-    async def _handshake(
-        self, tls: trio.SSLStream[_HandshakeTransport], transport: _HandshakeTransport
-    ) -> None:
-        await transport.take_turn()
+    async def _handshake(self, tls: TLSStream) -> None:
         try:
-            await tls.do_handshake()
+            await tls.do_handshake(self._turn)
         except trio.BrokenResourceError as exc:
             cause = ssl_cause(exc)
             if cause is None:
                 raise
-            transport.end_handshake()
-            await _send_alert(tls, transport)
             raise TLSError(f"TLS handshake failed: {describe_tls_failure(cause)}") from cause
-        finally:
-            transport.end_handshake()
 
-    def _check_peer(
-        self, tls: trio.SSLStream[_HandshakeTransport], address: str, port: int | None, *, outgoing: bool
-    ) -> None:
+    def _check_peer(self, tls: TLSStream, address: str, port: int | None, *, outgoing: bool) -> None:
         verify = self._verify_peer
         if verify is None:
             return

@@ -1,0 +1,161 @@
+"""_tlsstream.TLSStream on its own: handshake turns, send_nowait's partial writes, EOFs, large writes."""
+
+from __future__ import annotations
+
+import ssl
+from functools import partial
+
+import pytest
+import trio
+import trio.testing
+from tls_helpers import PKISet
+
+from trio_chirp import TLSContexts
+from trio_chirp._tlsstream import TLSStream
+from trio_chirp.testing import MemoryNetwork, MemoryStream
+
+A, B = "10.0.0.1", "10.0.0.2"
+
+
+async def _memory_pair(net: MemoryNetwork, nursery: trio.Nursery) -> tuple[MemoryStream, MemoryStream]:
+    accepted: list[MemoryStream] = []
+
+    def on_accept(stream: trio.abc.Stream, peer: str) -> None:
+        assert isinstance(stream, MemoryStream)
+        accepted.append(stream)
+
+    serve = partial(
+        net.host(B).serve, port=0, bind_v4="0.0.0.0", bind_v6=None, backlog=8, on_accept=on_accept
+    )
+    port: int = await nursery.start(serve)
+    client, _ = await net.host(A).connect(B, port)
+    await trio.testing.wait_all_tasks_blocked()
+    return client, accepted[0]
+
+
+async def _handshaken(
+    pki: PKISet, client_raw: trio.abc.Stream, server_raw: trio.abc.Stream, turn: trio.Lock | None = None
+) -> tuple[TLSStream, TLSStream]:
+    contexts = TLSContexts.from_files(pki["alpha"])
+    client = TLSStream(client_raw, contexts.client, server_side=False, server_hostname=B)
+    server = TLSStream(server_raw, contexts.server, server_side=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.do_handshake, turn)
+        nursery.start_soon(server.do_handshake, turn)
+    return client, server
+
+
+async def _receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = await stream.receive_some(size - len(data))
+        assert chunk, "unexpected EOF"
+        data += chunk
+    return bytes(data)
+
+
+async def test_handshake_steps_wait_for_the_turn_and_waiting_holds_none(pki: PKISet) -> None:
+    turn = trio.Lock()
+    contexts = TLSContexts.from_files(pki["alpha"])
+    lonely_raw, _ = trio.testing.memory_stream_pair()
+    lonely = TLSStream(lonely_raw, contexts.server, server_side=True)
+    client_raw, server_raw = trio.testing.memory_stream_pair()
+    done: list[str] = []
+
+    async def handshake(side: str, stream: TLSStream) -> None:
+        await stream.do_handshake(turn)
+        done.append(side)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lonely.do_handshake, turn)  # its peer never speaks
+        await trio.testing.wait_all_tasks_blocked()
+        assert not turn.locked()  # waiting for the network holds no turn
+        await turn.acquire()  # someone else computes: nobody else may
+        nursery.start_soon(handshake, "client", TLSStream(client_raw, contexts.client, server_side=False))
+        nursery.start_soon(handshake, "server", TLSStream(server_raw, contexts.server, server_side=True))
+        await trio.testing.wait_all_tasks_blocked()
+        assert done == []
+        turn.release()
+        await trio.testing.wait_all_tasks_blocked()  # in memory: everything that can run, ran
+        assert sorted(done) == ["client", "server"]
+        assert not turn.locked()
+        nursery.cancel_scope.cancel()
+
+
+async def test_send_nowait_keeps_what_the_transport_did_not_take_for_the_next_send_all(
+    pki: PKISet, autojump_clock: trio.abc.Clock
+) -> None:
+    net = MemoryNetwork()
+    async with trio.open_nursery() as nursery:
+        client_raw, server_raw = await _memory_pair(net, nursery)
+        client, server = await _handshaken(pki, client_raw, server_raw)
+        assert callable(getattr(client, "send_nowait", None))
+        assert client.send_nowait(b"small") == 5  # all of it went out
+        assert await _receive_exactly(server, 5) == b"small"
+        net.set_window(A, B, 300)
+        payload = bytes(range(256)) * 8
+        taken = client.send_nowait(payload)
+        assert taken == len(payload) - 1  # ciphertext kept; one byte "not taken"
+        assert client.send_nowait(b"more") == 0  # nothing more before that byte is handed back
+        async with trio.open_nursery() as inner:
+            inner.start_soon(client.send_all, payload[taken:])  # the caller's duty, as with a socket
+            assert await _receive_exactly(server, len(payload)) == payload
+        await client.send_all(b"after")
+        assert await _receive_exactly(server, 5) == b"after"
+        nursery.cancel_scope.cancel()
+
+
+async def test_send_nowait_only_when_the_transport_has_it(pki: PKISet) -> None:
+    left, _ = trio.testing.memory_stream_pair()
+    contexts = TLSContexts.from_files(pki["alpha"])
+    assert getattr(TLSStream(left, contexts.client, server_side=False), "send_nowait", None) is None
+
+
+@pytest.mark.parametrize("close_notify", [False, True])
+async def test_the_peers_eof_is_a_clean_end_with_or_without_close_notify(
+    close_notify: bool, pki: PKISet
+) -> None:
+    contexts = TLSContexts.from_files(pki["alpha"])
+    client_raw, server_raw = trio.testing.memory_stream_pair()
+    ours = TLSStream(client_raw, contexts.client, server_side=False)
+    theirs = trio.SSLStream(server_raw, contexts.server, server_side=True, https_compatible=not close_notify)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ours.do_handshake)
+        nursery.start_soon(theirs.do_handshake)
+    await theirs.send_all(b"bye")
+    await theirs.aclose()  # https_compatible=False sends close_notify; True just closes
+    assert await ours.receive_some() == b"bye"
+    assert await ours.receive_some() == b""
+
+
+async def test_large_writes_arrive_whole_and_a_tls_failure_is_broken_resource(pki: PKISet) -> None:
+    client_raw, server_raw = trio.testing.memory_stream_pair()
+    client, server = await _handshaken(pki, client_raw, server_raw)
+    payload = bytes(range(251)) * 4177  # about 1 MiB, not a multiple of anything
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.send_all, payload)
+        assert await _receive_exactly(server, len(payload)) == payload
+    await client_raw.send_all(b"\x17\x03\x03\x00\x05junk!")  # a forged record under the client's feet
+    with pytest.raises(trio.BrokenResourceError) as info:
+        await server.receive_some()
+    assert isinstance(info.value.__cause__, ssl.SSLError)
+
+
+async def test_a_failed_handshake_sends_its_alert(pki: PKISet) -> None:
+    strict = TLSContexts.from_files(pki["stranger"])  # trusts CA 2 only
+    other = TLSContexts.from_files(pki["alpha"])  # CA 1
+    client_raw, server_raw = trio.testing.memory_stream_pair()
+    client = TLSStream(client_raw, strict.client, server_side=False)
+    server = trio.SSLStream(server_raw, other.server, server_side=True)
+    async with trio.open_nursery() as nursery:
+
+        async def serve() -> None:
+            with pytest.raises(trio.BrokenResourceError) as info:
+                await server.do_handshake()
+            assert "UNKNOWN_CA" in str(info.value.__cause__)  # it got the reason, not a bare EOF
+
+        nursery.start_soon(serve)
+        with pytest.raises(trio.BrokenResourceError) as info:
+            await client.do_handshake()
+        assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
+        await client_raw.aclose()
