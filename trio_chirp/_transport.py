@@ -12,7 +12,9 @@ connection uses when present (duck-typed, so wrappers need not implement them):
 
 * ``send_nowait(data) -> int``: write what can be written without blocking and return
   how much (0 when full). Lets an ACK or a synchronous message be written by the task
-  that queued it while the writer task is idle, saving two task switches per frame.
+  that queued it while the writer task is idle, saving two task switches per frame. What
+  it did not take, the connection passes to its next ``send_all`` before anything else
+  (``_tlsstream.TLSStream`` relies on that: it may have encrypted more than it reports).
 * ``async send_parts(parts)``: ``send_all`` of the concatenation without concatenating
   (``sendmsg``), so large payloads are copied only by the kernel.
 * ``is_broken() -> bool``: whether the peer reset the connection, without reading or
