@@ -135,7 +135,9 @@ async def test_large_writes_arrive_whole_and_a_tls_failure_is_broken_resource(pk
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client.send_all, payload)
         assert await _receive_exactly(server, len(payload)) == payload
+    await client.send_all(b"last words")
     await client_raw.send_all(b"\x17\x03\x03\x00\x05junk!")  # a forged record under the client's feet
+    assert await server.receive_some() == b"last words"  # what came before it, then the failure
     with pytest.raises(trio.BrokenResourceError) as info:
         await server.receive_some()
     assert isinstance(info.value.__cause__, ssl.SSLError)

@@ -60,6 +60,7 @@ class TLSStream(trio.abc.Stream):
         self._owed = 0  # plaintext bytes send_nowait encrypted but reported as not taken
         self._broken = False
         self._closed = False
+        self._deferred: ssl.SSLError | None = None  # what ended a read that returned data first
         raw_nowait = getattr(transport, "send_nowait", None)
         self._raw_nowait: Callable[[bytes | bytearray | memoryview], int] | None = (
             raw_nowait if callable(raw_nowait) else None
@@ -126,6 +127,8 @@ class TLSStream(trio.abc.Stream):
             if self._closed:
                 raise trio.ClosedResourceError("this TLS stream was closed")
             try:
+                if self._deferred is not None:
+                    raise self._deferred
                 data = self._obj.read(size)
             except ssl.SSLWantReadError:
                 pass
@@ -136,6 +139,8 @@ class TLSStream(trio.abc.Stream):
                 self._broken = True
                 raise trio.BrokenResourceError(f"TLS failure: {exc}") from exc
             else:
+                if len(data) < size:
+                    data = self._read_more(data, size)
                 if self._out.pending:  # a message after the handshake that OpenSSL answers
                     await self._flush()
                 if not read_from_transport:
@@ -147,6 +152,27 @@ class TLSStream(trio.abc.Stream):
                 self._in.write(chunk)
             else:
                 self._in.write_eof()
+
+    def _read_more(self, first: bytes, size: int) -> bytes:
+        """More records that already arrived, up to ``size`` bytes in all (a read returns one record).
+
+        A failure or the end of the stream is left for the next ``receive_some`` to report.
+        """
+        parts = [first]
+        have = len(first)
+        while have < size and (self._in.pending or self._obj.pending()):
+            try:
+                more = self._obj.read(size - have)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLError as exc:  # the end, or a failure: reported by the next call
+                self._deferred = exc
+                break
+            if not more:
+                break
+            parts.append(more)
+            have += len(more)
+        return first if len(parts) == 1 else b"".join(parts)
 
     # --- writing (the writer task) --------------------------------------------------------
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
