@@ -11,7 +11,7 @@ import trio.testing
 from tls_helpers import PKISet
 
 from trio_chirp import TLSContexts
-from trio_chirp._tlsstream import TLSStream
+from trio_chirp._tlsstream import HandshakeTurns, TLSStream
 from trio_chirp.testing import MemoryNetwork, MemoryStream
 
 A, B = "10.0.0.1", "10.0.0.2"
@@ -34,14 +34,14 @@ async def _memory_pair(net: MemoryNetwork, nursery: trio.Nursery) -> tuple[Memor
 
 
 async def _handshaken(
-    pki: PKISet, client_raw: trio.abc.Stream, server_raw: trio.abc.Stream, turn: trio.Lock | None = None
+    pki: PKISet, client_raw: trio.abc.Stream, server_raw: trio.abc.Stream
 ) -> tuple[TLSStream, TLSStream]:
     contexts = TLSContexts.from_files(pki["alpha"])
     client = TLSStream(client_raw, contexts.client, server_side=False, server_hostname=B)
     server = TLSStream(server_raw, contexts.server, server_side=True)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.do_handshake, turn)
-        nursery.start_soon(server.do_handshake, turn)
+        nursery.start_soon(client.do_handshake)
+        nursery.start_soon(server.do_handshake)
     return client, server
 
 
@@ -55,31 +55,55 @@ async def _receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
 
 
 async def test_handshake_steps_wait_for_the_turn_and_waiting_holds_none(pki: PKISet) -> None:
-    turn = trio.Lock()
+    turns = HandshakeTurns()
     contexts = TLSContexts.from_files(pki["alpha"])
     lonely_raw, _ = trio.testing.memory_stream_pair()
     lonely = TLSStream(lonely_raw, contexts.server, server_side=True)
     client_raw, server_raw = trio.testing.memory_stream_pair()
     done: list[str] = []
+    both = trio.Event()
 
     async def handshake(side: str, stream: TLSStream) -> None:
-        await stream.do_handshake(turn)
+        await stream.do_handshake(turns)
         done.append(side)
+        if len(done) == 2:
+            both.set()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lonely.do_handshake, turn)  # its peer never speaks
+        nursery.start_soon(lonely.do_handshake, turns)  # its peer never speaks
         await trio.testing.wait_all_tasks_blocked()
-        assert not turn.locked()  # waiting for the network holds no turn
-        await turn.acquire()  # someone else computes: nobody else may
+        assert not turns.locked()  # waiting for the network holds no turn
+        await turns._lock.acquire()  # as if another handshake computed: nobody else may
         nursery.start_soon(handshake, "client", TLSStream(client_raw, contexts.client, server_side=False))
         nursery.start_soon(handshake, "server", TLSStream(server_raw, contexts.server, server_side=True))
         await trio.testing.wait_all_tasks_blocked()
         assert done == []
-        turn.release()
-        await trio.testing.wait_all_tasks_blocked()  # in memory: everything that can run, ran
+        turns._lock.release()
+        with trio.fail_after(30):  # the pauses between queued steps are real milliseconds
+            await both.wait()
         assert sorted(done) == ["client", "server"]
-        assert not turn.locked()
         nursery.cancel_scope.cancel()
+
+
+async def test_queued_handshake_steps_get_at_most_their_share_of_the_time(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    ticks = iter(range(1000))
+    turns = HandshakeTurns(share=0.25, timer=lambda: next(ticks) * 0.010)  # every step "takes" 10 ms
+    ran_at: list[float] = []
+
+    def step() -> None:
+        ran_at.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(turns.run, step)
+    # Queued behind each other: each waits 10 ms * (1 - 0.25) / 0.25 = 30 ms after the one before.
+    assert ran_at == pytest.approx([0.0, 0.03, 0.06])
+    await turns.run(step)  # alone: no pause (nobody was waiting after the last one)
+    assert ran_at[-1] == pytest.approx(0.06)
+    with pytest.raises(ValueError, match="share"):
+        HandshakeTurns(share=0)
 
 
 async def test_send_nowait_keeps_what_the_transport_did_not_take_for_the_next_send_all(

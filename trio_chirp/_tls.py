@@ -6,10 +6,10 @@
   caller's deadline; it asks ``Config.verify_peer`` about the peer's certificate and turns
   every TLS failure into a ``TLSError`` that names the reason.
 * Handshake CPU work (RSA signatures, DHE) runs on Trio's one thread. A node's handshakes
-  take turns: only the handshake holding the node's turn computes, and it holds it for
-  one computing step only (``TLSStream.do_handshake``), never while it waits for the
-  network, so a flood of handshakes adds at most one handshake step per scheduler pass for
-  established peers, and a peer that stalls in its handshake holds nothing.
+  take turns (``_tlsstream.HandshakeTurns``): one computing step at a time, never holding
+  the turn while waiting for the network, and while handshakes queue they get at most half
+  of the thread, so a flood of handshakes cannot stall established peers, and a peer that
+  stalls in its handshake holds nothing.
 * The stream itself is ``_tlsstream.TLSStream``.
 
 There is no hostname check, as in libchirp: any certificate signed by a CA in the trust
@@ -28,7 +28,7 @@ import trio
 
 from ._dhparams import FFDHE2048_PEM
 from ._errors import TLSError
-from ._tlsstream import TLSStream
+from ._tlsstream import HandshakeTurns, TLSStream
 
 if TYPE_CHECKING:
     from ._config import Config, StrPath
@@ -277,6 +277,9 @@ def describe_tls_failure(error: ssl.SSLError) -> str:
 HANDSHAKE_TURNS: Final = True
 """Whether a node's handshakes compute in turns (``bench/bench_tls_flood.py --no-turns`` flips it)."""
 
+HANDSHAKE_SHARE: Final = 0.5
+"""Of Trio's one thread, what handshakes may take while they queue (``HandshakeTurns``)."""
+
 
 class TLSLayer:
     """A node's TLS: its contexts, its peer check, and the turns its handshakes take."""
@@ -284,7 +287,7 @@ class TLSLayer:
     def __init__(self, contexts: TLSContexts, verify_peer: VerifyPeer | None) -> None:
         self.contexts = contexts
         self._verify_peer = verify_peer
-        self._turn: trio.Lock | None = trio.Lock() if HANDSHAKE_TURNS else None
+        self._turns = HandshakeTurns(HANDSHAKE_SHARE) if HANDSHAKE_TURNS else None
 
     async def client(
         self, stream: trio.abc.Stream, address: str, port: int, bufsize: int
@@ -323,7 +326,7 @@ class TLSLayer:
 
     async def _handshake(self, tls: TLSStream) -> None:
         try:
-            await tls.do_handshake(self._turn)
+            await tls.do_handshake(self._turns)
         except trio.BrokenResourceError as exc:
             cause = ssl_cause(exc)
             if cause is None:

@@ -17,18 +17,60 @@ handshake still sends the alert OpenSSL wrote, so the peer learns the reason.
 from __future__ import annotations
 
 import contextlib
+import math
 import ssl
+import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import trio
 
-__all__ = ["TLSStream"]
+__all__ = ["HandshakeTurns", "TLSStream"]
 
 RECEIVE_SIZE: Final = 65536
 WRITE_CHUNK: Final = 256 * 1024
 """Plaintext encrypted per step of a large ``send_all``, so ciphertext is sent as it is made."""
 ALERT_SECONDS: Final = 1.0
+
+
+T = TypeVar("T")
+
+
+class HandshakeTurns:
+    """A node's handshakes compute one step at a time, and while they queue, at most ``share`` of the time.
+
+    OpenSSL computes (signatures, key exchange) in ``do_handshake()`` calls, on what has
+    arrived; waiting for the peer happens between them, holding nothing. A step holds the
+    turn only while it computes, so each scheduler pass runs at most one handshake step
+    besides everyone else's work. When other handshakes are waiting, the next step may
+    start only after a pause of ``spent * (1 - share) / share``, so a flood of handshakes
+    gets at most ``share`` of the thread and established peers the rest (``timer``
+    measures the step; tests give a fake one).
+    """
+
+    def __init__(self, share: float = 0.5, timer: Callable[[], float] = time.perf_counter) -> None:
+        if not 0 < share <= 1:
+            raise ValueError(f"share must be in (0, 1], got {share}")
+        self._lock = trio.Lock()
+        self._share = share
+        self._timer = timer
+        self._free_at = -math.inf
+
+    def locked(self) -> bool:
+        """Whether a step holds the turn (or waits for its pause to end)."""
+        return self._lock.locked()
+
+    async def run(self, step: Callable[[], T]) -> T:
+        async with self._lock:
+            if trio.current_time() < self._free_at:
+                await trio.sleep_until(self._free_at)
+            start = self._timer()
+            try:
+                return step()
+            finally:
+                spent = self._timer() - start
+                if self._lock.statistics().tasks_waiting:
+                    self._free_at = trio.current_time() + spent * (1 - self._share) / self._share
 
 
 class TLSStream(trio.abc.Stream):
@@ -79,29 +121,15 @@ class TLSStream(trio.abc.Stream):
         return self._obj.cipher()
 
     # --- handshake ---------------------------------------------------------------------
-    async def do_handshake(self, turn: trio.Lock | None = None) -> None:
-        """Run the TLS handshake. With ``turn``, each computing step holds it, and nothing else does.
-
-        OpenSSL computes (signatures, key exchange) in ``do_handshake()`` calls, on what has
-        arrived; waiting for the peer happens between them. Holding ``turn`` only around
-        those calls lets a node's handshakes compute one at a time however many wait.
-        """
+    async def do_handshake(self, turns: HandshakeTurns | None = None) -> None:
+        """Run the TLS handshake; with ``turns``, each computing step takes a turn (``HandshakeTurns``)."""
         while True:
-            finished = False
-            failure: ssl.SSLError | None = None
-            if turn is not None:
-                await turn.acquire()
             try:
-                self._obj.do_handshake()
-                finished = True
-            except ssl.SSLWantReadError:
-                pass
-            except ssl.SSLError as exc:
-                failure = exc
-            finally:
-                if turn is not None:
-                    turn.release()
-            if failure is not None:
+                if turns is None:
+                    finished = self._step()
+                else:
+                    finished = await turns.run(self._step)
+            except ssl.SSLError as failure:
                 self._broken = True
                 with (
                     trio.move_on_after(ALERT_SECONDS),
@@ -117,6 +145,14 @@ class TLSStream(trio.abc.Stream):
                 self._in.write(data)
             else:
                 self._in.write_eof()
+
+    def _step(self) -> bool:
+        """One computing step of the handshake, on what has arrived: True when it is done."""
+        try:
+            self._obj.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        return True
 
     # --- reading (the reader task) --------------------------------------------------------
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
@@ -217,6 +253,11 @@ class TLSStream(trio.abc.Stream):
     def _check_writable(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError("this TLS stream was closed")
+        failure = self._deferred
+        if failure is not None and not isinstance(failure, ssl.SSLZeroReturnError | ssl.SSLEOFError):
+            # A read already met a failure (not yet reported): that is the reason, not the write.
+            self._broken = True
+            raise trio.BrokenResourceError(f"TLS failure: {failure}") from failure
         if self._broken:
             raise trio.BrokenResourceError("this TLS stream failed earlier")
 
