@@ -28,8 +28,12 @@ import trio
 __all__ = ["HandshakeTurns", "TLSStream"]
 
 RECEIVE_SIZE: Final = 65536
-WRITE_CHUNK: Final = 256 * 1024
-"""Plaintext encrypted per step of a large ``send_all``, so ciphertext is sent as it is made."""
+WRITE_CHUNK: Final = 64 * 1024
+"""Plaintext encrypted per step of a large ``send_all``, so ciphertext is sent as it is made.
+
+Measured (bench_node.py --tls async-64k): 256 KiB steps ran at half the speed, with most of
+the sender's time in the kernel: buffers above glibc's mmap threshold (128 KiB) are mapped
+and unmapped for every step."""
 ALERT_SECONDS: Final = 1.0
 
 
