@@ -34,6 +34,7 @@ from trio_chirp import (
 )
 from trio_chirp._protocol import encode_frame, encode_handshake
 from trio_chirp._sniff import client_hello_verdict
+from trio_chirp._tlsstream import TLSStream
 from trio_chirp.testing import MemoryNetwork
 
 A, B, C, D = "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"
@@ -136,6 +137,36 @@ async def test_a_tls_peer_closing_without_close_notify_is_routine(
         assert a.statistics().connections == b.statistics().connections == 0
         assert (await deliver(a, b, to(B, b"two"))).data == b"two"
         assert a.statistics().errors == b.statistics().errors == {}
+
+
+async def test_a_write_now_that_the_network_takes_only_in_part_is_finished_by_the_writer(
+    pki: PKISet, autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A synchronous message on an idle connection is written by the sender's task
+    # (send_nowait); through a 1000-byte window only part of its ciphertext goes at once.
+    partial: list[int] = []
+    original = TLSStream._send_nowait
+
+    def counting(self: TLSStream, data: bytes | bytearray | memoryview) -> int:
+        taken = original(self, data)
+        if 0 < taken < len(data):
+            partial.append(taken)
+        return taken
+
+    monkeypatch.setattr(TLSStream, "_send_nowait", counting)
+    net = MemoryNetwork()
+    payload = bytes(range(256)) * 400
+    async with (
+        node(net, A, pki.config("alpha", port=PORT)) as a,
+        node(net, B, pki.config("beta", port=PORT, synchronous=False)) as b,
+    ):
+        await deliver(a, b, to(B, b"connect first"))
+        net.set_window(A, B, 1000)
+        got = await deliver(a, b, to(B, payload))
+        assert got.data == payload
+        assert (await deliver(a, b, to(B, b"and after"))).data == b"and after"
+        assert a.statistics().errors == b.statistics().errors == {}
+    assert partial, "the partial path was not taken"
 
 
 # --- failures: each reaches the sender at once, is counted by the receiver, which serves on ----

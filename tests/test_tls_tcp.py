@@ -94,3 +94,22 @@ async def test_a_refused_certificate_fails_the_send_at_once_over_tcp(name: str, 
         assert "certificate" in str(info.value)
         assert (await deliver(good, y, Message(b"yes", address=Y, port=y.port))).data == b"yes"
         assert y.statistics().errors == {"TLSError": 1}  # counted long before good's round trip
+
+
+@pytest.mark.parametrize("synchronous", [True, False], ids=["sync", "async"])
+async def test_16_mib_messages_over_tls_both_ways(synchronous: bool, pki: PKISet) -> None:
+    # Large frames are encrypted and sent in steps, on real sockets.
+    import hashlib
+    import os
+
+    big = os.urandom(16 << 20)
+    settings = {"max_msg_size": 32 << 20, "synchronous": synchronous, "timeout": 20}
+    async with (
+        open_chirp(config(pki, "alpha", X, **settings)) as x,
+        open_chirp(config(pki, "beta", Y, **settings)) as y,
+    ):
+        got = await deliver(x, y, Message(big, address=Y, port=y.port))
+        assert hashlib.sha256(got.data).digest() == hashlib.sha256(big).digest()
+        back = await deliver(y, x, Message(big[::-1], address=X, port=x.port))
+        assert back.data == big[::-1]
+        assert x.statistics().errors == y.statistics().errors == {}
