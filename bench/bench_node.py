@@ -149,6 +149,11 @@ def node_config(*, synchronous: bool, receiver: bool = False) -> trio_chirp.Conf
     if TLS_DIR[0] is not None:
         bind = TLS_RECEIVER if receiver else TLS_SENDER
         tls["cert_chain_pem"] = TLS_DIR[0] / ("receiver.pem" if receiver else "sender.pem")
+    if receiver:
+        # idle-*: 100 sender nodes per process dial at once from one address; the default
+        # limit on handshakes in progress (64) would refuse many (more with TLS, whose
+        # handshakes take longer), and this measures memory, not admission.
+        tls["max_handshakes"] = 4096
     return trio_chirp.Config(
         port=0,
         synchronous=synchronous,

@@ -243,8 +243,9 @@ _VERIFY_CODES: Final = {
     9: "the peer's certificate is not valid yet",
 }
 _EOF = (
-    "the peer closed the connection during the TLS handshake (a peer that expects plaintext does"
-    " that: libchirp sends plaintext to and from exactly 127.0.0.1 and ::1, see docs/tls.md)"
+    "the peer closed the connection during the TLS handshake: it may be at its limit of"
+    " connections or handshakes, or expect plaintext (libchirp sends plaintext to and from"
+    " exactly 127.0.0.1 and ::1, see docs/tls.md)"
 )
 
 
