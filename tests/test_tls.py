@@ -485,7 +485,11 @@ async def _read_to_eof(stream: trio.abc.ReceiveStream) -> bytes:
 
 @pytest.mark.parametrize(("sent", "phase"), [(b"\x16\x03", "its first bytes"), (None, "the TLS handshake")])
 async def test_a_stalled_handshake_ends_at_the_handshake_timeout(
-    sent: bytes | None, phase: str, pki: PKISet, autojump_clock: trio.abc.Clock
+    sent: bytes | None,
+    phase: str,
+    pki: PKISet,
+    autojump_clock: trio.abc.Clock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     net = MemoryNetwork()
     async with node(net, B, pki.config("beta", port=PORT, handshake_timeout=0.5)) as b:
@@ -498,6 +502,8 @@ async def test_a_stalled_handshake_ends_at_the_handshake_timeout(
         assert trio.current_time() - start == pytest.approx(0.5)
         assert b.statistics().connections == 0
         assert b.statistics().errors == {"ChirpTimeoutError": 1}
+        warnings = [r.getMessage() for r in caplog.records if r.name == "trio_chirp.node"]
+        assert any(f"within the handshake timeout (0.5s), waiting for {phase}" in w for w in warnings)
         await _good_peer_still_served(net, pki, b)
 
 
