@@ -34,7 +34,7 @@ from ._message import Message
 if TYPE_CHECKING:
     from ._node import Chirp
 
-__all__ = ["RequestTable", "remote_error", "reply", "request", "send_error_response"]
+__all__ = ["RequestTable", "fail_message", "remote_error", "reply", "request", "send_error_response"]
 
 logger = logging.getLogger("trio_chirp.requests")
 
@@ -240,6 +240,26 @@ def can_answer_with_error(chirp: Chirp, request_msg: Message) -> bool:
     that waits for the message (a request, or one that asked for an ACK) needs it."""
     meta = request_msg._meta
     return chirp.config.header_map and meta is not None and (meta.request or request_msg.ack_requested)
+
+
+async def fail_message(chirp: Chirp, msg: Message, error: BaseException, hop: str) -> bool:
+    """Settle a message that could not be delivered or handled here; True if an error response went.
+
+    An error response first where the producer waits and understands one, then the
+    release: with ACK after an error response (which is on the wire first), without ACK
+    otherwise, so the producer never sees success. Shielded, as cleanup: the producer
+    must learn the outcome even when our caller is being cancelled; bounded by
+    ``config.timeout``.
+    """
+    wrote = False
+    with trio.CancelScope(shield=True):
+        with trio.move_on_after(chirp.config.timeout):
+            try:
+                wrote = await send_error_response(chirp, msg, error, hop)
+            except ChirpError:
+                wrote = False
+    msg.release(ack=wrote)
+    return wrote
 
 
 async def send_error_response(chirp: Chirp, request_msg: Message, error: BaseException, hop: str) -> bool:

@@ -35,7 +35,7 @@ from ._errors import ChirpError, ChirpTimeoutError, MessageInUseError, ShutdownE
 from ._header import ChirpMeta
 from ._message import Message
 from ._ratelimit import LogLimiter
-from ._requests import send_error_response
+from ._requests import fail_message
 
 if TYPE_CHECKING:
     from ._node import Chirp
@@ -224,14 +224,7 @@ class Router:
                 msg.port,
                 error,
             )
-        wrote = False
-        with trio.CancelScope(shield=True):  # cleanup: the producer must learn the outcome
-            with trio.move_on_after(self._chirp.config.timeout):
-                try:
-                    wrote = await send_error_response(self._chirp, msg, error, hop)
-                except ChirpError:
-                    wrote = False
-        msg.release(ack=wrote)
+        await fail_message(self._chirp, msg, error, hop)
 
     # --- responses --------------------------------------------------------------------
     def _remember(self, msg: Message, until: float, next_key: tuple[str, int]) -> _Entry | None:
