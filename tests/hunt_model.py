@@ -102,12 +102,11 @@ response held its synchronous producer's only slot until the request's ACK was r
 frame behind it blocked that ACK (c5db746; now a regression test,
 ``test_lockup_hunt.py::test_a_frame_between_response_and_ack_does_not_lock_up``)."""
 
-STRICT_ROUTER_PENDING = False
-"""Check ``requests_pending`` on router nodes too. Off: a router remembers every identity it
-forwarded (to return a late response) in the node's request table and expires entries only
-when it forwards the next message, so an idle router's ``requests_pending`` stays above 0
-long after the deadlines passed (``test_lockup_hunt.py::test_router_forgets_identities_by_their_deadline``,
-xfail). The other four figures are checked on routers as on every node."""
+STRICT_ROUTER_PENDING = True
+"""Check ``requests_pending`` on router nodes too (every node is checked alike). It was off
+while a router expired remembered identities only when it forwarded the next message; a
+router now forgets them at their deadline
+(``test_lockup_hunt.py::test_router_forgets_identities_by_their_deadline``)."""
 
 T = TypeVar("T")
 

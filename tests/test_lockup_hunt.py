@@ -359,11 +359,6 @@ async def _crossing_routers(router_slots: int | None) -> tuple[dict[bytes, str],
     return outcomes, took
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a router expires remembered identities only when it forwards again",
-)
 def test_router_forgets_identities_by_their_deadline() -> None:
     """Found by the hunt's quiet check: every forwarded message leaves an identity in the
     router node's request table until the *next* forward, so an idle router shows
