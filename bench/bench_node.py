@@ -144,24 +144,18 @@ def dest() -> str:
 
 
 def node_config(*, synchronous: bool, receiver: bool = False) -> trio_chirp.Config:
-    tls: dict[str, Any] = {}
+    extra: dict[str, Any] = {} if HEADER_MAP[0] else {"header_map": False}  # also runs on older versions
     bind = HOST
     if TLS_DIR[0] is not None:
         bind = TLS_RECEIVER if receiver else TLS_SENDER
-        tls["cert_chain_pem"] = TLS_DIR[0] / ("receiver.pem" if receiver else "sender.pem")
-    if receiver:
+        extra["cert_chain_pem"] = TLS_DIR[0] / ("receiver.pem" if receiver else "sender.pem")
+    if receiver and hasattr(trio_chirp.Config(), "max_handshakes"):
         # idle-*: 100 sender nodes per process dial at once from one address; the default
         # limit on handshakes in progress (64) would refuse many (more with TLS, whose
         # handshakes take longer), and this measures memory, not admission.
-        tls["max_handshakes"] = 4096
+        extra["max_handshakes"] = 4096
     return trio_chirp.Config(
-        port=0,
-        synchronous=synchronous,
-        reuse_time=REUSE_TIME,
-        bind_v4=bind,
-        bind_v6=None,
-        header_map=HEADER_MAP[0],
-        **tls,
+        port=0, synchronous=synchronous, reuse_time=REUSE_TIME, bind_v4=bind, bind_v6=None, **extra
     )
 
 

@@ -579,7 +579,8 @@ class Chirp:
         if meta is not None and meta.error is not None:
             self._on_error_response(message, meta.error)
             return
-        if self._requests.active and self._requests.offer(message):
+        requests = self._requests
+        if requests.active and requests.offer(message, self._awaiting_ack(message)):
             return
         if self._inbox.closed:
             message.release(ack=False)
@@ -615,6 +616,12 @@ class Chirp:
                 conn,
                 cause,
             )
+
+    def _awaiting_ack(self, message: Message) -> bool:
+        """Whether the synchronous message in flight to the sender has ``message``'s identity."""
+        remote = self._remotes.get((message.address, message.port))  # type: ignore[arg-type]
+        out = None if remote is None else remote.in_flight
+        return out is not None and out.identity == message.identity
 
     def _on_error_response(self, message: Message, info: ErrorInfo) -> None:
         """Fail what it answers at once: the synchronous send in flight, or a request; never delivered."""

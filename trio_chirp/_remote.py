@@ -341,16 +341,7 @@ class Remote:
     # --- receiving ----------------------------------------------------------------------
     def on_ack(self, identity: bytes) -> bool:
         """Match an ACK by identity only, as libchirp does; unknown ACKs are ignored."""
-        out = self.in_flight
-        if out is None or out.identity != identity:
-            return False
-        self.in_flight = None
-        if out.connection is not None:
-            out.connection.disarm_ack_timer()
-        out.finish(None)
-        self.ack_lot.unpark_all()
-        self.kick(urgent=True)
-        return True
+        return self._settle_in_flight(identity, None)
 
     def on_error_response(self, identity: bytes, error: ChirpError) -> bool:
         """An error response for the message in flight: fail it now and free its place.
@@ -358,6 +349,9 @@ class Remote:
         The place is not kept for the ACK that follows (a trio_chirp hop writes the error
         response, then releases with ACK): that ACK then matches nothing and is ignored.
         """
+        return self._settle_in_flight(identity, error)
+
+    def _settle_in_flight(self, identity: bytes, error: ChirpError | None) -> bool:
         out = self.in_flight
         if out is None or out.identity != identity:
             return False

@@ -34,7 +34,7 @@ from ._message import Message
 if TYPE_CHECKING:
     from ._node import Chirp
 
-__all__ = ["RequestTable", "remote_error", "reply", "request", "send_error_response"]
+__all__ = ["RequestTable", "fail_message", "remote_error", "reply", "request", "send_error_response"]
 
 logger = logging.getLogger("trio_chirp.requests")
 
@@ -47,14 +47,19 @@ ABANDONED_CAPACITY: Final = 4096
 class Pending:
     """One identity whose response is awaited, by a ``request()`` or by a router."""
 
-    __slots__ = ("error", "event", "key", "on_response", "response")
+    __slots__ = ("auto_release", "error", "event", "key", "on_response", "response", "response_first")
 
-    def __init__(self, key: RemoteKey, on_response: Callable[[Message], None] | None) -> None:
+    def __init__(
+        self, key: RemoteKey, on_response: Callable[[Message], None] | None, auto_release: bool = True
+    ) -> None:
         self.key = key
         self.on_response = on_response
         """A router's hook: called (in the reader task) with the response, or the error response."""
+        self.auto_release = auto_release
         self.response: Message | None = None
         self.error: RemoteError | None = None
+        self.response_first = False
+        """The response arrived while the request still waited for its ACK (the rule)."""
         self.event = trio.Event()
 
 
@@ -82,12 +87,17 @@ class RequestTable:
         return bool(self._pending or self._abandoned)
 
     def expect(
-        self, identity: bytes, key: RemoteKey, on_response: Callable[[Message], None] | None = None
+        self,
+        identity: bytes,
+        key: RemoteKey,
+        on_response: Callable[[Message], None] | None = None,
+        *,
+        auto_release: bool = True,
     ) -> Pending:
         if identity in self._pending:
             raise MessageInUseError(f"a response to identity {identity.hex()} is already awaited")
         self._abandoned.pop(identity, None)
-        pending = self._pending[identity] = Pending(key, on_response)
+        pending = self._pending[identity] = Pending(key, on_response, auto_release)
         return pending
 
     def forget(self, identity: bytes, *, abandoned: bool) -> None:
@@ -102,8 +112,16 @@ class RequestTable:
             table.popitem(last=False)
             self.forgotten += 1
 
-    def offer(self, message: Message) -> bool:
-        """Take ``message`` if it is an awaited (or abandoned) response; True if taken."""
+    def offer(self, message: Message, awaiting_ack: bool = False) -> bool:
+        """Take ``message`` if it is an awaited (or abandoned) response; True if taken.
+
+        ``awaiting_ack``: the request with this identity is still in flight, waiting for its
+        ACK (the node knows; it tells which came first). A response taken for a
+        ``request()`` with ``auto_release`` is released at once, here in the reader: held
+        until the request returns, it would keep the producer's (only) slot, so a frame
+        behind it could not be read, nor the ACK behind that frame which the request waits
+        for.
+        """
         identity = message.identity
         meta = message._meta
         if meta is not None and meta.hops:
@@ -121,6 +139,9 @@ class RequestTable:
                     message.release()
                 else:
                     pending.response = message
+                    pending.response_first = awaiting_ack
+                    if pending.auto_release:
+                        message.release()
                 pending.event.set()
                 return True
             return False  # a second response: the application sees it
@@ -161,7 +182,7 @@ async def request(
     table = chirp._requests
     sync = chirp.config.synchronous if synchronous is None else synchronous
     timeout_at = trio.current_time() + chirp.config.timeout
-    pending = table.expect(message.identity, key)
+    pending = table.expect(message.identity, key, auto_release=auto_release)
     answered = False
     try:
         message._send_opts = (ChirpMeta(request=True, destination=message.destination), False, True)
@@ -169,9 +190,9 @@ async def request(
             await chirp.send(message, synchronous=sync)
         finally:
             message._send_opts = None
+        if sync and pending.error is None and (pending.response is None or not pending.response_first):
+            table.acks_before_response += 1  # the peer ACKed first (libchirp's queue API does)
         if pending.response is None and pending.error is None:
-            if sync:
-                table.acks_before_response += 1  # the peer ACKed first (libchirp's queue API does)
             with trio.move_on_at(timeout_at):
                 await pending.event.wait()
         if pending.error is not None:
@@ -190,8 +211,6 @@ async def request(
         if not answered and pending.response is not None:
             pending.response.release()  # arrived, but the caller is gone
     table.completed += 1
-    if auto_release:
-        response.release()
     await trio.lowlevel.cancel_shielded_checkpoint()
     return response
 
@@ -221,6 +240,26 @@ def can_answer_with_error(chirp: Chirp, request_msg: Message) -> bool:
     that waits for the message (a request, or one that asked for an ACK) needs it."""
     meta = request_msg._meta
     return chirp.config.header_map and meta is not None and (meta.request or request_msg.ack_requested)
+
+
+async def fail_message(chirp: Chirp, msg: Message, error: BaseException, hop: str) -> bool:
+    """Settle a message that could not be delivered or handled here; True if an error response went.
+
+    An error response first where the producer waits and understands one, then the
+    release: with ACK after an error response (which is on the wire first), without ACK
+    otherwise, so the producer never sees success. Shielded, as cleanup: the producer
+    must learn the outcome even when our caller is being cancelled; bounded by
+    ``config.timeout``.
+    """
+    wrote = False
+    with trio.CancelScope(shield=True):
+        with trio.move_on_after(chirp.config.timeout):
+            try:
+                wrote = await send_error_response(chirp, msg, error, hop)
+            except ChirpError:
+                wrote = False
+    msg.release(ack=wrote)
+    return wrote
 
 
 async def send_error_response(chirp: Chirp, request_msg: Message, error: BaseException, hop: str) -> bool:

@@ -35,7 +35,7 @@ from ._errors import ChirpError, ChirpTimeoutError, MessageInUseError, ShutdownE
 from ._header import ChirpMeta
 from ._message import Message
 from ._ratelimit import LogLimiter
-from ._requests import send_error_response
+from ._requests import fail_message
 
 if TYPE_CHECKING:
     from ._node import Chirp
@@ -102,6 +102,8 @@ class Router:
         self._max_hops = max_hops
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._nursery: trio.Nursery | None = None
+        self._wake_at = math.inf
+        self._sooner = trio.lowlevel.ParkingLot()
         self._limiter = LogLimiter()
         self._forwarded = self._responses = self._forgotten = 0
         self._failed: Counter[str] = Counter()
@@ -119,6 +121,7 @@ class Router:
         """Forward until cancelled, or until the node closes."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._expire)
             task_status.started()
             while True:
                 try:
@@ -126,7 +129,18 @@ class Router:
                 except ShutdownError:
                     break
                 nursery.start_soon(self._forward, msg)
+            nursery.cancel_scope.cancel()
         self._nursery = None
+
+    async def _expire(self) -> None:
+        """Forget remembered identities when their deadline passes, also while nothing is forwarded."""
+        while True:
+            now = trio.current_time()
+            for entry in [e for e in self._entries.values() if e.deadline <= now]:
+                self._forget(entry)
+            self._wake_at = min((e.deadline for e in self._entries.values()), default=math.inf)
+            with trio.move_on_at(self._wake_at):
+                await self._sooner.park()
 
     # --- forwarding -------------------------------------------------------------------
     def _next_hop(self, msg: Message) -> tuple[str, int] | str:
@@ -224,14 +238,7 @@ class Router:
                 msg.port,
                 error,
             )
-        wrote = False
-        with trio.CancelScope(shield=True):  # cleanup: the producer must learn the outcome
-            with trio.move_on_after(self._chirp.config.timeout):
-                try:
-                    wrote = await send_error_response(self._chirp, msg, error, hop)
-                except ChirpError:
-                    wrote = False
-        msg.release(ack=wrote)
+        await fail_message(self._chirp, msg, error, hop)
 
     # --- responses --------------------------------------------------------------------
     def _remember(self, msg: Message, until: float, next_key: tuple[str, int]) -> _Entry | None:
@@ -250,6 +257,8 @@ class Router:
         except MessageInUseError:
             return None
         entries[msg.identity] = entry
+        if until < self._wake_at:
+            self._sooner.unpark_all()  # the expiry task sleeps past this one's deadline
         while len(entries) > CAPACITY:
             self._forgotten += 1
             self._forget(next(iter(entries.values())))

@@ -29,7 +29,7 @@ import trio
 from ._errors import ChirpError, ChirpTimeoutError, ShutdownError
 from ._message import Message
 from ._ratelimit import LogLimiter
-from ._requests import send_error_response
+from ._requests import fail_message
 
 if TYPE_CHECKING:
     from ._node import Chirp
@@ -174,16 +174,8 @@ class Workers:
         if not msg.has_slot:  # reply() already answered and released it
             await trio.lowlevel.checkpoint()
             return
-        wrote = False
-        with trio.CancelScope(shield=True):  # cleanup: the producer must learn the outcome
-            with trio.move_on_after(self._chirp.config.timeout):
-                try:
-                    wrote = await send_error_response(self._chirp, msg, error, self._hop())
-                except ChirpError:
-                    wrote = False
-        if wrote:
+        if await fail_message(self._chirp, msg, error, self._hop()):
             self._error_responses += 1
-        msg.release(ack=wrote)
 
     def _hop(self) -> str:
         return f"worker on port {self._chirp.port} (node {self._chirp.identity.hex()[:8]})"

@@ -460,10 +460,10 @@ async def test_request_under_a_callers_deadline(reference_python: Path) -> None:
 # released): it holds the request's one slot while its echo, which asks for an ACK as the
 # worker is synchronous, waits for the requester's ACK. libchirp's own request() releases
 # the response as soon as it is taken, so a libchirp producer completes at once; so does
-# our asynchronous request(). Our synchronous request() keeps the response (and the
+# our asynchronous request(). Our synchronous request() used to keep the response (and the
 # node's one slot) unreleased until its own ACK, which the worker sends only after our
-# ACK of the response: both wait until ``timeout``. The same open bug as the lock-up
-# hunt's RESPONSE_HOLDS_SLOT (tests/hunt_model.py): a strict xfail until it is fixed.
+# ACK of the response: both waited until ``timeout`` (the lock-up hunt's
+# RESPONSE_HOLDS_SLOT). Fixed: a response is released as it arrives (auto_release).
 
 SYNC_HANDLER_WORKER = {"SYNCHRONOUS": True, "ECHO": True, "AUTO_RELEASE": False, "ECHO_RELEASE": "after"}
 
@@ -495,10 +495,6 @@ async def test_a_sync_handler_style_libchirp_worker_answers_libchirp_and_async_r
         assert node_errors(chirp) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open bug: a synchronous request's response holds its producer's only slot until the ACK",
-)
 async def test_sync_request_to_a_sync_handler_style_libchirp_worker(reference_python: Path) -> None:
     async with (
         open_peer(reference_python, name="worker", **SYNC_HANDLER_WORKER) as w,
@@ -507,7 +503,7 @@ async def test_sync_request_to_a_sync_handler_style_libchirp_worker(reference_py
         request = trio_chirp.Message(b"sync", address=LOCAL, port=w.port)
         try:
             answer = await chirp.request(request)
-        except trio_chirp.ChirpTimeoutError as exc:  # today: no ACK within timeout
+        except trio_chirp.ChirpTimeoutError as exc:  # before the fix: no ACK within timeout
             pytest.fail(f"the synchronous request locked up until its timeout: {exc}")
         assert (answer.identity, answer.data) == (request.identity, request.data)
         await poll_until(lambda: chirp.statistics().acks_out == 1)
