@@ -12,8 +12,12 @@
 
 Any contained failure (``ChirpError``, ``OSError``, ``ssl.SSLError``,
 ``trio.BrokenResourceError``) ends only this connection (a TLS failure as ``TLSError``);
-anything else is a bug and propagates to crash the node. The stream may be TLS: the node
-runs the TLS handshake before it makes the connection (``_tls.py``).
+anything else is a bug and propagates to crash the node.
+
+A **prelude** given by the node runs before the reader and the writer, under the handshake
+timer: sniffing an accepted stream's first bytes and the TLS handshake (``_tls.py``). It
+may replace the stream (by a ``_tlsstream.TLSStream``) and hand over bytes it already
+read; meanwhile the connection is a handshake in progress like any other.
 """
 
 from __future__ import annotations
