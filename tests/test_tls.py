@@ -22,6 +22,7 @@ import trio.testing
 from memnet_helpers import PORT, LowRandom
 from tls_helpers import PKISet, Seen, tls12_only, without_client_certificate
 
+import trio_chirp._tls
 from trio_chirp import (
     CannotConnectError,
     Chirp,
@@ -598,6 +599,21 @@ async def test_unusable_certificate_files_fail_at_start_naming_field_and_path(
         path.write_bytes(pki.ca1.read_bytes())
     with pytest.raises(ValueError, match="^" + re.escape(f"Config.cert_chain_pem={str(path)!r} {message}")):
         await _start(Config(port=PORT, cert_chain_pem=path))
+
+
+async def test_an_unreadable_certificate_file_fails_at_start(
+    pki: PKISet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (Tests may run as root, who reads any file: the refusal is simulated.)
+    def refused(path: str, mode: str = "r") -> object:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(trio_chirp._tls, "open", refused, raising=False)
+    path = str(pki["alpha"])
+    with pytest.raises(
+        ValueError, match="^" + re.escape(f"Config.cert_chain_pem={path!r} cannot be read: Permission denied")
+    ):
+        await _start(Config(port=PORT, cert_chain_pem=pki["alpha"]))
 
 
 async def test_a_directory_is_not_a_certificate_file(tmp_path: Path) -> None:
