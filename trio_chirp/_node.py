@@ -552,11 +552,24 @@ class Chirp:
             address, kind, f"{kind} connection failures", "connection with %s failed: %r", peer, error
         )
 
-    def _log_limited(self, address: str, kind: str, what: str, msg: str, *args: object) -> None:
-        """Log a failure at WARNING unless the limiter says it repeats (PROTOCOL-independent)."""
+    def _log_limited(
+        self,
+        address: str,
+        kind: str,
+        what: str,
+        msg: str,
+        *args: object,
+        log: logging.Logger = logger,
+        exc_info: BaseException | None = None,
+    ) -> None:
+        """Log a failure at WARNING on ``log`` unless the node's limiter says it repeats.
+
+        The one limiter of the node, also for its routers and workers, so the node-wide cap
+        holds for all of them and every repeat ends up in a summary line.
+        """
         log_now, summary_due = self._log_limiter.record(trio.current_time(), address, kind, what)
         if log_now:
-            logger.warning(msg, *args)
+            log.warning(msg, *args, exc_info=exc_info)
         if summary_due and not self._summary_timer:
             self._summary_timer = True
             self._nursery.start_soon(self._summarise_repeats)

@@ -34,7 +34,15 @@ from ._message import Message
 if TYPE_CHECKING:
     from ._node import Chirp
 
-__all__ = ["RequestTable", "fail_message", "remote_error", "reply", "request", "send_error_response"]
+__all__ = [
+    "RequestTable",
+    "destination_key",
+    "fail_message",
+    "remote_error",
+    "reply",
+    "request",
+    "send_error_response",
+]
 
 logger = logging.getLogger("trio_chirp.requests")
 
@@ -167,8 +175,9 @@ def remote_error(info: ErrorInfo) -> RemoteError:
     )
 
 
-def _normalized_key(chirp: Chirp, message: Message) -> RemoteKey:
-    from ._node import _destination  # the node's own validation of (address, port)
+def destination_key(message: Message) -> RemoteKey:
+    """The remote key ``message`` goes to, by the node's own validation (``ValueError`` if bad)."""
+    from ._node import _destination  # imported late: _node imports this module
 
     return _destination(message)
 
@@ -178,7 +187,7 @@ async def request(
 ) -> Message:
     """``Chirp.request()``: send ``message`` and return the response from that peer."""
     await trio.lowlevel.checkpoint_if_cancelled()
-    key = _normalized_key(chirp, message)
+    key = destination_key(message)
     table = chirp._requests
     sync = chirp.config.synchronous if synchronous is None else synchronous
     timeout_at = trio.current_time() + chirp.config.timeout

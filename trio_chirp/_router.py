@@ -34,8 +34,7 @@ import trio
 from ._errors import ChirpError, ChirpTimeoutError, MessageInUseError, ShutdownError
 from ._header import ChirpMeta
 from ._message import Message
-from ._ratelimit import LogLimiter
-from ._requests import fail_message
+from ._requests import destination_key, fail_message
 
 if TYPE_CHECKING:
     from ._node import Chirp
@@ -104,7 +103,6 @@ class Router:
         self._nursery: trio.Nursery | None = None
         self._wake_at = math.inf
         self._sooner = trio.lowlevel.ParkingLot()
-        self._limiter = LogLimiter()
         self._forwarded = self._responses = self._forgotten = 0
         self._failed: Counter[str] = Counter()
 
@@ -186,9 +184,7 @@ class Router:
             travel,
         )
         try:
-            from ._node import _destination
-
-            next_key = _destination(out)
+            next_key = destination_key(out)
         except ValueError as exc:
             await self._fail(msg, "bad route", ChirpError(f"route returned {hop!r}: {exc}"), self._name())
             return
@@ -229,15 +225,17 @@ class Router:
 
     async def _fail(self, msg: Message, reason: str, error: BaseException, hop: str) -> None:
         self._failed[reason] += 1
-        log_now, _ = self._limiter.record(trio.current_time(), msg.address or "?", reason, "")
-        if log_now:
-            logger.warning(
-                "could not forward message %s from %s:%s: %s",
-                msg.identity.hex(),
-                msg.address,
-                msg.port,
-                error,
-            )
+        self._chirp._log_limited(
+            msg.address or "?",
+            f"router: {reason}",
+            f"messages not forwarded ({reason})",
+            "could not forward message %s from %s:%s: %s",
+            msg.identity.hex(),
+            msg.address,
+            msg.port,
+            error,
+            log=logger,
+        )
         await fail_message(self._chirp, msg, error, hop)
 
     # --- responses --------------------------------------------------------------------

@@ -28,7 +28,6 @@ import trio
 
 from ._errors import ChirpError, ChirpTimeoutError, ShutdownError
 from ._message import Message
-from ._ratelimit import LogLimiter
 from ._requests import fail_message
 
 if TYPE_CHECKING:
@@ -74,7 +73,6 @@ class Workers:
         self._count = count
         self._grace = chirp.config.timeout if grace is None else grace
         self._scopes: set[trio.CancelScope] = set()
-        self._limiter = LogLimiter()
         self._handled = self._failed = self._expired = self._error_responses = 0
 
     def statistics(self) -> WorkerStats:
@@ -181,13 +179,16 @@ class Workers:
         return f"worker on port {self._chirp.port} (node {self._chirp.identity.hex()[:8]})"
 
     def _log_failure(self, msg: Message, error: BaseException) -> None:
-        log_now, _ = self._limiter.record(trio.current_time(), msg.address or "?", type(error).__name__, "")
-        if log_now:
-            logger.warning(
-                "handler failed on message %s from %s:%s: %r",
-                msg.identity.hex(),
-                msg.address,
-                msg.port,
-                error,
-                exc_info=error if not isinstance(error, ChirpError) else None,
-            )
+        kind = type(error).__name__
+        self._chirp._log_limited(
+            msg.address or "?",
+            f"handler: {kind}",
+            f"handler failures ({kind})",
+            "handler failed on message %s from %s:%s: %r",
+            msg.identity.hex(),
+            msg.address,
+            msg.port,
+            error,
+            log=logger,
+            exc_info=error if not isinstance(error, ChirpError) else None,
+        )
