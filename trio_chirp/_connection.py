@@ -102,6 +102,19 @@ class SlotPool:
             return self._budget.fits_first(cost)
         return self.in_use < self.size and self._budget.fits(cost)
 
+    def try_take(self, cost: int) -> bool:
+        """Take a slot now if one is free (the reader's path without a coroutine)."""
+        if not self._can_take(cost):
+            return False
+        self._take(cost)
+        return True
+
+    def _take(self, cost: int) -> None:
+        self.in_use = in_use = self.in_use + 1
+        self._budget.take(cost)
+        if in_use > self.peak:
+            self.peak = in_use
+
     async def acquire(self, cost: int, is_broken: Callable[[], bool] | None) -> None:
         """Take a slot for a message of ``cost`` bytes, waiting (not reading) until one is free.
 
@@ -115,10 +128,7 @@ class SlotPool:
                 await budget.lot.park()
             if is_broken is not None and is_broken():
                 raise ConnectionLostError("the peer reset the connection while its reader waited for a slot")
-        self.in_use = in_use = self.in_use + 1
-        budget.take(cost)
-        if in_use > self.peak:
-            self.peak = in_use
+        self._take(cost)
 
     def release(self, cost: int) -> None:
         self.in_use -= 1
@@ -312,7 +322,9 @@ class Connection:
                 if event.is_message:
                     self.messages_in += 1
                     head_time = trio.current_time()  # msg.deadline counts from here
-                    await self.slots.acquire(event.header_len + event.data_len, self._is_broken)
+                    cost = event.header_len + event.data_len
+                    if not self.slots.try_take(cost):
+                        await self.slots.acquire(cost, self._is_broken)
                 elif event.is_noop:
                     self.noops_in += 1
                     now = trio.current_time()
