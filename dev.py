@@ -54,6 +54,7 @@ def test(argv: list[str]) -> None:
     _run(BIN / "ruff", "check", "trio_chirp", "tests", "examples", "bench", "dev.py")
     _run(BIN / "ruff", "format", "--check", "trio_chirp", "tests", "examples", "bench", "dev.py")
     _run(PY, "-m", "mypy", "--strict", "trio_chirp")
+    _run(BIN / "lint-imports", "--no-cache")  # the layering contract (pyproject.toml, docs/architecture.md)
     _run(PY, "-m", "pytest", *argv)
 
 

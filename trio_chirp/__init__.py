@@ -17,11 +17,11 @@ __version__ = "0.1.0"
 from ._node import Chirp as Chirp
 from ._node import open_chirp as open_chirp
 from ._node import serve_chirp as serve_chirp
+from ._peercert import PeerCertificate as PeerCertificate
 from ._router import Router as Router
 from ._router import RouterStats as RouterStats
 from ._stats import NodeStats as NodeStats
 from ._stats import RemoteStats as RemoteStats
-from ._tls import PeerCertificate as PeerCertificate
 from ._tls import TLSContexts as TLSContexts
 from ._transport import Transport as Transport
 from ._workers import Workers as Workers

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final, final
 from ._protocol import IDENTITY_SIZE, ZERO_IDENTITY
 
 if TYPE_CHECKING:
-    from ._tls import PeerCertificate
+    from ._peercert import PeerCertificate
 
 __all__ = ["Config"]
 

@@ -14,6 +14,10 @@ Any contained failure (``ChirpError``, ``OSError``, ``ssl.SSLError``,
 ``trio.BrokenResourceError``) ends only this connection (a TLS failure as ``TLSError``);
 anything else is a bug and propagates to crash the node.
 
+The connection talks upward only through ``ConnectionOwner``, a protocol defined here
+(the node's link service implements it): the peer's handshake, a received message, a
+malformed header map, a ClientHello where a plaintext handshake was due, and its close.
+
 A **prelude** given by the node runs before the reader and the writer, under the handshake
 timer: sniffing an accepted stream's first bytes and the TLS handshake (``_tls.py``). It
 may replace the stream (by a ``_tlsstream.TLSStream``) and hand over bytes it already
@@ -27,24 +31,24 @@ import logging
 import math
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 import trio
 
+from ._address import format_peer
+from ._config import Config
 from ._errors import ChirpError, ChirpTimeoutError, ConnectionLostError, ShutdownError, TLSError
 from ._header import ChirpMeta
 from ._header import split as split_header
 from ._inbox import Budget
-from ._message import Message
+from ._message import Message, cost_of, received_message
 from ._protocol import NEED_DATA, DataFrame, FrameHead, FrameParser, Handshake, encode_handshake
 from ._remote import Outgoing, Remote, lost_error
+from ._slots import SlotPool
 from ._sniff import HELLO_PORT, client_hello_verdict
 from ._tls import describe_tls_failure, ssl_cause
 
-if TYPE_CHECKING:
-    from ._node import Chirp
-
-__all__ = ["CONTAINED_ERRORS", "Connection", "Prelude"]
+__all__ = ["CONTAINED_ERRORS", "Connection", "ConnectionOwner", "Prelude", "aclose_quietly"]
 
 logger = logging.getLogger("trio_chirp.connection")
 
@@ -76,67 +80,38 @@ def _join_small(parts: list[bytes] | list[memoryview], large: int) -> list[bytes
     return groups
 
 
-PROBE_INTERVAL: Final = 1.0
-"""A reader waiting for a slot checks this often whether its peer reset the connection."""
-
-
-class SlotPool:
-    """The receive slots of one connection: the first is its own, the rest come from the budget.
-
-    The first slot is granted beyond the budget (up to one message per connection the
-    node may have), so every live connection can make progress and readers do not lock up
-    on the node-wide budget; each further one (up to ``size``) is taken only while the
-    budget has room for the message (docs/memory.md).
-    """
-
-    __slots__ = ("_budget", "in_use", "peak", "size")
-
-    def __init__(self, size: int, budget: Budget) -> None:
-        self.size = size
-        self._budget = budget
-        self.in_use = 0
-        self.peak = 0
-
-    def _can_take(self, cost: int) -> bool:
-        if not self.in_use:
-            return self._budget.fits_first(cost)
-        return self.in_use < self.size and self._budget.fits(cost)
-
-    def try_take(self, cost: int) -> bool:
-        """Take a slot now if one is free (the reader's path without a coroutine)."""
-        if not self._can_take(cost):
-            return False
-        self._take(cost)
-        return True
-
-    def _take(self, cost: int) -> None:
-        self.in_use = in_use = self.in_use + 1
-        self._budget.take(cost)
-        if in_use > self.peak:
-            self.peak = in_use
-
-    async def acquire(self, cost: int, is_broken: Callable[[], bool] | None) -> None:
-        """Take a slot for a message of ``cost`` bytes, waiting (not reading) until one is free.
-
-        While waiting, ``is_broken`` (the stream's probe, if it has one) is asked every
-        ``PROBE_INTERVAL``: a peer that reset the connection must not keep its fd and
-        slots until garbage collection.
-        """
-        budget = self._budget
-        while not self._can_take(cost):
-            with trio.move_on_after(PROBE_INTERVAL if is_broken is not None else math.inf):
-                await budget.lot.park()
-            if is_broken is not None and is_broken():
-                raise ConnectionLostError("the peer reset the connection while its reader waited for a slot")
-        self._take(cost)
-
-    def release(self, cost: int) -> None:
-        self.in_use -= 1
-        self._budget.give(cost)
-
-
 Prelude = Callable[["Connection"], Awaitable[tuple[trio.abc.Stream, bytes]]]
 """What runs on a connection before its reader and writer (sniffing, the TLS handshake)."""
+
+
+class ConnectionOwner(Protocol):
+    """What a connection asks of the node above it; every call comes from the connection's tasks."""
+
+    def our_handshake(self) -> bytes:
+        """The handshake this node sends (its listening port and identity)."""
+
+    def on_handshake(self, conn: Connection, handshake: Handshake) -> Remote[Connection]:
+        """The peer's handshake arrived: the remote the connection now belongs to.
+
+        Raises a ``ChirpError`` to refuse the peer (the connection then closes with it)."""
+
+    def deliver(self, conn: Connection, message: Message) -> None:
+        """A message was received; it holds a slot of ``conn`` until released. Must not block."""
+
+    def on_bad_header(self, conn: Connection) -> None:
+        """A header started like our map but was malformed (the message is delivered untouched)."""
+
+    def client_hello_refused(self, address: str) -> ChirpError:
+        """The error for a TLS ClientHello where this node expected a plaintext handshake."""
+
+    def on_closed(self, conn: Connection, cause: ChirpError) -> None:
+        """The connection ended with ``cause``; called once, shielded, before its stream closes."""
+
+
+async def aclose_quietly(stream: trio.abc.AsyncResource) -> None:
+    """Close ``stream``; a contained failure while closing costs nothing more."""
+    with contextlib.suppress(*CONTAINED_ERRORS):
+        await stream.aclose()
 
 
 class Connection:
@@ -144,11 +119,13 @@ class Connection:
 
     def __init__(
         self,
-        node: Chirp,
+        owner: ConnectionOwner,
         stream: trio.abc.Stream,
         *,
+        config: Config,
+        budget: Budget,
         peer_address: str,
-        outgoing_remote: Remote | None,
+        outgoing_remote: Remote[Connection] | None,
         handshake_deadline: float,
         prelude: Prelude | None = None,
         refuse_client_hello: bool = False,
@@ -159,24 +136,25 @@ class Connection:
         connection is a handshake in progress like any other (limits, statistics, close).
         ``refuse_client_hello``: an accepted plaintext stream nobody sniffed; a ClientHello
         in place of the peer's handshake closes it with the node's ``TLSError``."""
-        self.node = node
-        self.config = node.config
+        self._owner = owner
+        self.config = config
         self.stream = stream
         self.peer_address = peer_address
         local = getattr(stream, "local", None)  # (ip, port) where the stream offers it
         self.local_address: str | None = str(local[0]) if isinstance(local, tuple) else None
         self.outgoing_remote = outgoing_remote
         self.outgoing = outgoing_remote is not None
-        self.remote: Remote | None = None
+        self.remote: Remote[Connection] | None = None
         self.peer_identity: bytes | None = None
         self.peer_port: int | None = None
-        self.slots = SlotPool(self.config.effective_slots, node._budget)
+        self.slots = SlotPool(config.effective_slots, budget)
         is_broken = getattr(stream, "is_broken", None)
         self._is_broken: Callable[[], bool] | None = is_broken if callable(is_broken) else None
         self.closed = False
         self.peer_closed = False  # the peer ended the stream cleanly (EOF)
         self.failure: ChirpError | None = None
-        self.writing: list[Outgoing] = []
+        self.messages_being_written: list[Outgoing] = []
+        """The data messages of the batch the writer is writing now."""
         self._writing_what = ""
         self.writer_idle = False  # parked with nothing to do: write_now() may write
         self._handoff: tuple[memoryview, list[Outgoing], int, int, int, float] | None = None
@@ -216,7 +194,7 @@ class Connection:
 
     def __repr__(self) -> str:
         direction = "to" if self.outgoing else "from"
-        return f"<Connection {direction} {self.peer_address}:{self.peer_port or '?'}>"
+        return f"<Connection {direction} {format_peer(self.peer_address, self.peer_port or None)}>"
 
     # --- lifecycle ---------------------------------------------------------------------
     @trio.lowlevel.enable_ki_protection
@@ -237,13 +215,23 @@ class Connection:
             self.closed = True
             cause = self.failure or ShutdownError("connection closed")
             with trio.CancelScope(shield=True):
-                self.node._on_connection_closed(self, cause)
+                self._owner.on_closed(self, cause)
                 with trio.move_on_after(1.0):
-                    await self._aclose_stream()
+                    await aclose_quietly(self.stream)
 
-    async def _aclose_stream(self) -> None:
-        with contextlib.suppress(*CONTAINED_ERRORS):
-            await self.stream.aclose()
+    @property
+    def in_handshake(self) -> bool:
+        """No chirp handshake from the peer yet (preludes included)."""
+        return self.remote is None
+
+    def holds_nothing(self) -> bool:
+        """No slot in use, nothing being written, no message in flight: closing it costs only a reconnect."""
+        remote = self.remote
+        return (
+            not self.slots.in_use
+            and not self.messages_being_written
+            and not (remote is not None and remote.in_flight_on(self))
+        )
 
     def is_broken(self) -> bool:
         """Whether the stream says the peer reset it (False when the stream cannot tell)."""
@@ -292,7 +280,8 @@ class Connection:
             self._initial_data = b""
         receive_some = self.stream.receive_some
         bufsize = self.config.effective_buffer_size
-        deliver = self.node._deliver
+        owner = self._owner
+        deliver = owner.deliver
         release = self._release
         timeout = self.config.timeout
         head_time = 0.0
@@ -349,12 +338,12 @@ class Connection:
                 if header and header[0] >> 4 == 8:  # a msgpack fixmap: maybe our map
                     header, meta, malformed = split_header(header)
                     if malformed:
-                        self.node._on_bad_header(self)
+                        owner.on_bad_header(self)
                     elif meta is not None and meta.remaining is not None:
                         msg_deadline = head_time + meta.remaining
                 deliver(
                     self,
-                    Message._received(
+                    received_message(
                         head.identity,
                         head.serial,
                         header,
@@ -376,22 +365,22 @@ class Connection:
                     and event.port == HELLO_PORT
                     and client_hello_verdict(encode_handshake(event.port, event.identity))
                 ):
-                    raise self.node._client_hello_refused(self.peer_address)
+                    raise owner.client_hello_refused(self.peer_address)
                 self.peer_identity = event.identity
                 self.peer_port = event.port
                 self._handshake_deadline = math.inf
-                self.remote = self.node._on_handshake(self, event)
+                self.remote = owner.on_handshake(self, event)
                 self._attached.set()
 
     def _release(self, msg: Message, ack: bool) -> None:
-        self.slots.release(msg._cost)
+        self.slots.release(cost_of(msg))
         remote = self.remote
         if ack and msg.ack_requested and not self.closed and remote is not None and not remote.closed:
             remote.queue_ack(msg.identity)
 
     # --- writer ------------------------------------------------------------------------
     async def _writer(self) -> None:
-        handshake = encode_handshake(self.node.port, self.node.identity)
+        handshake = self._owner.our_handshake()
         await self._write([handshake], what="handshake", start=trio.current_time())
         await self._attached.wait()
         remote = self.remote
@@ -414,13 +403,13 @@ class Connection:
                     self.writer_idle = False
                 continue
             parts, outs, acks, noops = batch
-            self.writing = outs
+            self.messages_being_written = outs
             start = trio.current_time()
             size = await self._write(parts, what=f"{acks + noops + len(outs)} frame(s)", start=start)
             self._written(outs, acks, noops, size, start)
 
     def _written(self, outs: list[Outgoing], acks: int, noops: int, size: int, start: float) -> None:
-        self.writing = []
+        self.messages_being_written = []
         self.messages_out += len(outs)
         self.acks_out += acks
         self.noops_out += noops
@@ -449,7 +438,7 @@ class Connection:
         parts, outs, acks, noops = batch
         data = b"".join(parts)
         start = trio.current_time()
-        self.writing = outs
+        self.messages_being_written = outs
         try:
             sent = send_nowait(data)
         except CONTAINED_ERRORS as exc:

@@ -20,27 +20,41 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol, TypeVar
 
-from ._errors import ShutdownError
+from ._errors import ChirpError, ShutdownError
 
-if TYPE_CHECKING:
-    from ._connection import Connection
-
-__all__ = ["Admission"]
+__all__ = ["Admission", "Candidate"]
 
 IDLE_SHED_AFTER: Final = 1.0
 """Seconds without traffic after which an idle connection may be shed for a newcomer."""
 
 
-def _holds_nothing(conn: Connection) -> bool:
-    remote = conn.remote
-    in_flight = remote is not None and remote.in_flight is not None and remote.in_flight.connection is conn
-    return not conn.slots.in_use and not conn.writing and not in_flight
+class Candidate(Protocol):
+    """What admission needs to know of a connection (``_connection.Connection`` is one)."""
+
+    @property
+    def peer_address(self) -> str: ...
+    @property
+    def outgoing(self) -> bool: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def last_activity(self) -> float: ...
+    @property
+    def in_handshake(self) -> bool:
+        """No chirp handshake from the peer yet."""
+        ...
+
+    def holds_nothing(self) -> bool: ...
+    def close(self, cause: ChirpError) -> None: ...
 
 
-def _pending(conn: Connection) -> bool:
-    return conn.remote is None
+C = TypeVar("C", bound=Candidate)
+
+
+def _pending(conn: Candidate) -> bool:
+    return conn.in_handshake
 
 
 class Admission:
@@ -52,7 +66,7 @@ class Admission:
         self.refused = 0
         self.shed = 0
 
-    def admit(self, connections: Collection[Connection], address: str, *, incoming: bool, now: float) -> bool:
+    def admit(self, connections: Collection[C], address: str, *, incoming: bool, now: float) -> bool:
         """Make room for a connection from/to ``address``; False if it must be refused."""
         live = [c for c in connections if not c.closed]
         if incoming:
@@ -67,11 +81,11 @@ class Admission:
             return False
         return True
 
-    def shed_one(self, connections: Collection[Connection], now: float, why: str) -> bool:
+    def shed_one(self, connections: Collection[C], now: float, why: str) -> bool:
         """Free one connection (say, for a file descriptor): the cheapest by the rules above."""
         return self._shed([c for c in connections if not c.closed], "", now, why)
 
-    def _shed(self, candidates: list[Connection], address: str, now: float, what: str) -> bool:
+    def _shed(self, candidates: list[C], address: str, now: float, what: str) -> bool:
         if not candidates:
             return False
         victim = self._victim(candidates, address, now)
@@ -82,16 +96,16 @@ class Admission:
         return True
 
     @staticmethod
-    def _victim(candidates: list[Connection], address: str, now: float) -> Connection | None:
+    def _victim(candidates: list[C], address: str, now: float) -> C | None:
         by_address = Counter(c.peer_address for c in candidates)
         heaviest, count = by_address.most_common(1)[0]
         if count > by_address[address] + 1:
             theirs = [c for c in candidates if c.peer_address == heaviest]
             return min(
                 theirs,
-                key=lambda c: (not _pending(c), not _holds_nothing(c), c.last_activity),
+                key=lambda c: (not _pending(c), not c.holds_nothing(), c.last_activity),
             )
-        idle = [c for c in candidates if _holds_nothing(c) and now - c.last_activity >= IDLE_SHED_AFTER]
+        idle = [c for c in candidates if c.holds_nothing() and now - c.last_activity >= IDLE_SHED_AFTER]
         if idle:
             return min(idle, key=lambda c: c.last_activity)
         return None

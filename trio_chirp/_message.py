@@ -12,11 +12,18 @@ the same object again while an earlier ``send()`` of it is still running raises
 ``MessageInUseError`` (libchirp's ``CH_USED``).
 """
 
+# ruff: noqa: SLF001
+# This module owns Message: its helper functions below read and write Message's private
+# slots for the rest of the package (the connection that builds received messages, the
+# node and the request layer), so no other module touches them.
+
 from __future__ import annotations
 
+import operator
 import os
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, final
 
@@ -25,17 +32,34 @@ from ._protocol import IDENTITY_SIZE
 if TYPE_CHECKING:
     from ._header import ChirpMeta
 
-__all__ = ["Message"]
+__all__ = ["Message", "SendOptions", "cost_of", "in_use", "meta_of", "received_message", "set_in_use"]
 
 Buffer = bytes | bytearray | memoryview
 
 ReleaseHook = Callable[["Message", bool], None]
+"""Called once by ``release()`` with the message and whether to ACK."""
 
-SendOptions = tuple["ChirpMeta | None", bool, "bool | float"]
-"""Set by trio_chirp's own senders (requests, replies, routers) on messages they send:
-fields for our header map, whether ``send()`` waits until the frame is written, and what
-deadline travels: True the caller's, False none, a number that one (a router passes on
-less time than it waits itself). Applications never set it; theirs is None."""
+
+@final
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    """How trio_chirp's own senders (requests, replies, routers, error responses) send a message.
+
+    Applications never give any: their sends use the defaults, which is what ``None``
+    means where options are taken.
+    """
+
+    meta: ChirpMeta | None = None
+    """Fields for our header map (request, error, hops, destination); None: only what the
+    send itself adds (the travelling deadline, the message's destination)."""
+    wait_until_written: bool = False
+    """An asynchronous send that returns only once its frame is written (``reply()``), so
+    its sender can release the request afterwards and the ACK follows it on the wire."""
+    deadline_travels: bool = True
+    """Whether a deadline travels in our header map at all (not on responses)."""
+    travel_at: float | None = None
+    """The deadline that travels instead of the caller's: a router passes on less time
+    than it waits itself. None: the caller's cancel scope, as for any send."""
 
 
 def _as_bytes(name: str, value: Buffer) -> bytes:
@@ -69,7 +93,6 @@ class Message:
         "_in_use",
         "_meta",
         "_release_hook",
-        "_send_opts",
         "ack_requested",
         "address",
         "deadline",
@@ -102,7 +125,6 @@ class Message:
         self.destination = destination
         self._meta: ChirpMeta | None = None
         self._cost = 0
-        self._send_opts: SendOptions | None = None
         self._release_hook: ReleaseHook | None = None
         self._in_use = False
 
@@ -136,7 +158,6 @@ class Message:
         msg.destination = None if meta is None else meta.destination
         msg._meta = meta
         msg._cost = cost  # bytes it counts for in the node's budget until released
-        msg._send_opts = None
         msg._release_hook = release_hook
         msg._in_use = False
         return msg
@@ -210,3 +231,25 @@ class Message:
             f"address={self.address!r}, port={self.port!r}, header={len(self._header)} B, "
             f"data={len(self._data)} B)"
         )
+
+
+received_message = Message._received
+"""A message built from a received frame (for the connection's reader)."""
+
+meta_of: Callable[[Message], ChirpMeta | None] = operator.attrgetter("_meta")
+"""Our header map's fields on a received message (None when its frame carried no map).
+
+An ``attrgetter``: read once per received message, so no Python frame."""
+
+
+cost_of: Callable[[Message], int] = operator.attrgetter("_cost")
+"""The bytes a received message counts for in the node's budget until it is released."""
+
+
+def in_use(message: Message) -> bool:
+    """Whether a ``send()`` of ``message`` is running (sending it again is ``MessageInUseError``)."""
+    return message._in_use
+
+
+def set_in_use(message: Message, value: bool) -> None:
+    message._in_use = value

@@ -14,11 +14,12 @@ so the node owns the one timer task and tests can drive it with any clock.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
-__all__ = ["LogLimiter"]
+__all__ = ["LimitedLog", "LogLimiter"]
 
 WINDOW: Final = 10.0
 """Seconds of one window."""
@@ -90,3 +91,20 @@ class LogLimiter:
         self._logged.clear()
         self.window_end = None
         return lines
+
+
+class LimitedLog(Protocol):
+    """The node's rate-limited log, as the layers that report failures through it see it."""
+
+    def limited(
+        self,
+        address: str,
+        kind: str,
+        what: str,
+        msg: str,
+        *args: object,
+        log: logging.Logger = ...,
+        exc_info: BaseException | None = None,
+    ) -> None:
+        """Log ``msg % args`` at WARNING on ``log`` unless (``address``, ``kind``) repeats in
+        this window; ``what`` names the repeats in the summary line."""

@@ -1,6 +1,6 @@
 """One peer node, as (address, announced port): its queues, its message in flight, its connections.
 
-The remote is where sending is decided (PROTOCOL.md 7.1): a bounded FIFO of data
+The remote is where sending is decided (docs/protocol.md 7.1): a bounded FIFO of data
 messages, a FIFO of control frames (ACK, NOOP) that overtake data, at most one
 synchronous message waiting for its ACK, the serial counter, the current connection
 (the only one written on) and old ones (still read until collected).
@@ -8,6 +8,10 @@ synchronous message waiting for its ACK, the serial counter, the current connect
 Connections pull work from here (``take_batch``) instead of the remote pushing into
 them, so a remote never blocks on a connection and a connection never blocks on
 anything but its own stream.
+
+The remote knows its connections only through ``Link``, the few things it asks of one
+(defined here, so this module never imports the connection that implements it); it is
+generic in the link type, so its owner gets its own connection type back.
 """
 
 from __future__ import annotations
@@ -16,27 +20,42 @@ import enum
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Final
+from typing import Final, Generic, Protocol, TypeVar
 
 import trio
 
+from ._address import RemoteKey, format_peer
 from ._errors import ChirpError, ChirpTimeoutError, ConnectionLostError, ShutdownError
 from ._header import ChirpMeta, add_to_header
 from ._message import Message
-from ._protocol import FRAME_HEAD_SIZE, TYPE_ACK, TYPE_NOOP, TYPE_REQ_ACK, ZERO_IDENTITY
-from ._protocol.constants import FRAME_HEAD_STRUCT, MAX_SERIAL
+from ._protocol import FRAME_HEAD_SIZE, TYPE_ACK, TYPE_NOOP, TYPE_REQ_ACK, ZERO_IDENTITY, pack_frame_head
+from ._protocol.constants import MAX_SERIAL
 
-if TYPE_CHECKING:
-    from ._connection import Connection
-
-__all__ = ["Outgoing", "OutgoingState", "Remote", "RemoteKey"]
-
-RemoteKey = tuple[str, int]
+__all__ = ["Link", "Outgoing", "OutgoingState", "Remote", "lost_error"]
 
 COALESCE_BYTES: Final = 256 * 1024
 """The writer joins queued frames into one write up to about this many bytes."""
 
-_pack_head = FRAME_HEAD_STRUCT.pack
+_pack_head = pack_frame_head
+
+
+class Link(Protocol):
+    """What a remote needs of a connection it writes on (``_connection.Connection`` is one)."""
+
+    writer_idle: bool
+    """Its writer is parked with nothing to do, so ``write_now()`` may write from the caller."""
+
+    def write_now(self) -> None:
+        """Write urgent work (ACKs, a synchronous message) at once, from the calling task."""
+
+    def arm_ack_timer(self, deadline: float) -> None:
+        """Close the connection unless the ACK of the message just written comes by ``deadline``."""
+
+    def disarm_ack_timer(self) -> None:
+        """The ACK came (or the message was settled otherwise)."""
+
+
+L = TypeVar("L", bound=Link)
 
 
 class OutgoingState(enum.Enum):
@@ -91,7 +110,7 @@ class Outgoing:
         """An asynchronous message whose sender waits until it is written (``reply()``)."""
         self.state = OutgoingState.NEW
         self.error: ChirpError | None = None
-        self.connection: Connection | None = None
+        self.connection: Link | None = None
         self.waiter: trio.Event | None = None
 
     def finish(self, error: ChirpError | None) -> None:
@@ -111,8 +130,8 @@ class Outgoing:
         await self.waiter.wait()
 
 
-class Remote:
-    """Sending state for one peer node; owned by the node, used by connections."""
+class Remote(Generic[L]):
+    """Sending state for one peer node; owned by the node, used by its connections (``L``)."""
 
     def __init__(
         self,
@@ -121,8 +140,8 @@ class Remote:
         serial: int,
         queue_size: int,
         noop_threshold: float,
-        on_needs_connection: Callable[[Remote], None],
-        on_lost: Callable[[Remote, Outgoing, ChirpError], None],
+        on_needs_connection: Callable[[Remote[L]], None],
+        on_lost: Callable[[Remote[L], Outgoing, ChirpError], None],
     ) -> None:
         self.key = key
         self.address, self.port = key
@@ -138,8 +157,8 @@ class Remote:
         self.control: deque[bytes] = deque()  # identities to ACK; ZERO_IDENTITY + NOOP marker
         self._noop_pending = False
         self.in_flight: Outgoing | None = None
-        self.current: Connection | None = None
-        self.old: set[Connection] = set()
+        self.current: L | None = None
+        self.old: set[L] = set()
         self.last_activity = trio.current_time()
         self.blocked = False
         self.connecting = False
@@ -160,7 +179,7 @@ class Remote:
         self.ack_lot = trio.lowlevel.ParkingLot()  # node shutdown waits for in-flight ACKs
 
     def __repr__(self) -> str:
-        return f"<Remote {self.address}:{self.port}>"
+        return f"<Remote {format_peer(self.address, self.port)}>"
 
     def note_error(self, error: ChirpError, *, connection: bool = False) -> None:
         self.last_error = error
@@ -258,7 +277,7 @@ class Remote:
         self._serial = (serial + 1) & MAX_SERIAL
         return serial
 
-    def take_batch(self, conn: Connection) -> tuple[list[bytes], list[Outgoing], int, int] | None:
+    def take_batch(self, conn: L) -> tuple[list[bytes], list[Outgoing], int, int] | None:
         """Frames for one coalesced write: all control frames, then data in FIFO order.
 
         Returns the frames' parts, the data messages, and the number of ACKs and NOOPs.
@@ -325,7 +344,7 @@ class Remote:
             return None
         return parts, outs, acks, noops
 
-    def on_written(self, conn: Connection, outs: list[Outgoing], ack_deadline: float) -> None:
+    def on_written(self, conn: L, outs: list[Outgoing], ack_deadline: float) -> None:
         self.last_activity = trio.current_time()
         for out in outs:
             if out.synchronous:
@@ -351,6 +370,11 @@ class Remote:
         """
         return self._settle_in_flight(identity, error)
 
+    def in_flight_on(self, conn: L) -> bool:
+        """Whether the synchronous message in flight was written on ``conn`` (its ACK comes there)."""
+        out = self.in_flight
+        return out is not None and out.connection is conn
+
     def _settle_in_flight(self, identity: bytes, error: ChirpError | None) -> bool:
         out = self.in_flight
         if out is None or out.identity != identity:
@@ -363,8 +387,28 @@ class Remote:
         self.kick(urgent=True)
         return True
 
+    def timeout_error(self, out: Outgoing, timeout: float) -> ChirpTimeoutError:
+        """Why ``out`` did not complete within ``timeout``, by how far it got."""
+        where = format_peer(self.address, self.port)
+        if out.state is OutgoingState.QUEUED or out.state is OutgoingState.NEW:
+            if self.current is None:
+                last = self.last_connection_error
+                detail = f"; last attempt: {last}" if last is not None else ""
+                error = ChirpTimeoutError(
+                    f"send to {where} timed out after {timeout}s still connecting{detail}"
+                )
+                error.__cause__ = last
+                return error
+            return ChirpTimeoutError(
+                f"send to {where} timed out after {timeout}s still queued ({self.queued} queued,"
+                f" {'one' if self.in_flight else 'none'} in flight)"
+            )
+        if out.state is OutgoingState.WRITING:
+            return ChirpTimeoutError(f"send to {where} timed out after {timeout}s while being written")
+        return ChirpTimeoutError(f"send to {where}: no ACK within timeout={timeout}s")
+
     # --- connections --------------------------------------------------------------------
-    def attach(self, conn: Connection) -> None:
+    def attach(self, conn: L) -> None:
         """The connection whose handshake came last becomes current (2.5)."""
         previous = self.current
         if previous is not None and previous is not conn:
@@ -375,7 +419,7 @@ class Remote:
         self.last_activity = trio.current_time()
         self.writer_lot.unpark_all()
 
-    def on_connection_closed(self, conn: Connection, cause: ChirpError, written: list[Outgoing]) -> None:
+    def on_connection_closed(self, conn: L, cause: ChirpError, written: list[Outgoing]) -> None:
         """Fail what this connection carried; queued messages stay for the next connection."""
         self.old.discard(conn)
         if self.current is conn:

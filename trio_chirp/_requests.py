@@ -2,8 +2,8 @@
 
 libchirp matches a response to a request by identity alone, from any sender. Here a
 response is a message with the request's identity *from the peer the request went to*;
-the node offers every received message to the ``RequestTable`` before queueing it for
-``receive()``, so the waiting task is woken from the reader without a round through the
+the node offers every received message to the ``RequestTable`` (through ``Requests``)
+before queueing it for ``receive()``, so the waiting task is woken from the reader without a round through the
 application's channel, and routers can catch responses the same way.
 
 A request that gave up (deadline, cancellation) leaves only its identity behind, for a
@@ -15,6 +15,11 @@ response on the wire: a synchronous requester that gets the ACK already has its 
 An *error response* (our header map with an ``error`` key) settles a request or a
 synchronous send at once when a trio_chirp hop downstream cannot deliver it; it is only
 ever sent to a peer whose frame carried our map.
+
+``Requests`` is the one place for all of it: the table, ``request()``/``reply()``, error
+responses in both directions, failing a message that cannot be handled, and their counters.
+It sends through the node's internal send and learns about the synchronous message in
+flight through ``SendState``; routers and workers reach it through the node's services.
 """
 
 from __future__ import annotations
@@ -22,31 +27,22 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from collections.abc import Awaitable, Callable
+from typing import Final, Protocol
 
 import trio
 
+from ._address import RemoteKey, destination_of, format_peer
+from ._config import Config
 from ._errors import ChirpError, ChirpTimeoutError, MessageInUseError, RemoteError
 from ._header import ChirpMeta, ErrorInfo
-from ._message import Message
+from ._message import Message, SendOptions, meta_of
+from ._ratelimit import LimitedLog
 
-if TYPE_CHECKING:
-    from ._node import Chirp
-
-__all__ = [
-    "RequestTable",
-    "destination_key",
-    "fail_message",
-    "remote_error",
-    "reply",
-    "request",
-    "send_error_response",
-]
+__all__ = ["RequestTable", "Requests", "SendState", "describe_hop", "destination_key", "remote_error"]
 
 logger = logging.getLogger("trio_chirp.requests")
-
-RemoteKey = tuple[str, int]
+node_logger = logging.getLogger("trio_chirp.node")
 
 ABANDONED_CAPACITY: Final = 4096
 """Identities of requests that gave up, remembered to drop their late responses."""
@@ -131,7 +127,7 @@ class RequestTable:
         for.
         """
         identity = message.identity
-        meta = message._meta
+        meta = meta_of(message)
         if meta is not None and meta.hops:
             return False  # forwarded by a router (e.g. looping back): a message, not a response
         key = (message.address, message.port)
@@ -160,7 +156,9 @@ class RequestTable:
         if abandoned[0] != key or abandoned[1] < trio.current_time():
             return False
         self.late_responses += 1
-        logger.info("late response %s from %s:%d released: its request had given up", identity.hex(), *key)
+        logger.info(
+            "late response %s from %s released: its request had given up", identity.hex(), format_peer(*key)
+        )
         message.release()
         return True
 
@@ -177,118 +175,191 @@ def remote_error(info: ErrorInfo) -> RemoteError:
 
 def destination_key(message: Message) -> RemoteKey:
     """The remote key ``message`` goes to, by the node's own validation (``ValueError`` if bad)."""
-    from ._node import _destination  # imported late: _node imports this module
-
-    return _destination(message)
+    return destination_of(message.address, message.port)
 
 
-async def request(
-    chirp: Chirp, message: Message, *, synchronous: bool | None = None, auto_release: bool = True
-) -> Message:
-    """``Chirp.request()``: send ``message`` and return the response from that peer."""
-    await trio.lowlevel.checkpoint_if_cancelled()
-    key = destination_key(message)
-    table = chirp._requests
-    sync = chirp.config.synchronous if synchronous is None else synchronous
-    timeout_at = trio.current_time() + chirp.config.timeout
-    pending = table.expect(message.identity, key, auto_release=auto_release)
-    answered = False
-    try:
-        message._send_opts = (ChirpMeta(request=True, destination=message.destination), False, True)
+def describe_hop(role: str, port: int, identity: bytes) -> str:
+    """How a router or worker names itself in error responses: ``"worker on port 2998 (node 1a2b3c4d)"``."""
+    return f"{role} on port {port} (node {identity.hex()[:8]})"
+
+
+Send = Callable[[Message, "bool | None", "SendOptions | None"], Awaitable[None]]
+"""The node's internal send: ``send(message, synchronous, options)``."""
+
+
+class SendState(Protocol):
+    """What requests need to know of the synchronous message in flight to a peer (the remote table)."""
+
+    def awaiting_ack(self, key: RemoteKey, identity: bytes) -> bool:
+        """Whether the synchronous message in flight to ``key`` has ``identity``."""
+
+    def settle_in_flight(self, key: RemoteKey, identity: bytes, error: ChirpError) -> bool:
+        """Fail that message with ``error`` if it has ``identity``; True if it did."""
+
+
+_RESPONSE = SendOptions(wait_until_written=True, deadline_travels=False)
+"""A response: written before its request is released, no deadline travels back."""
+
+
+class Requests:
+    """A node's requests and replies, error responses both ways, and failing undeliverable messages."""
+
+    def __init__(self, config: Config, send: Send, in_flight: SendState, log: LimitedLog) -> None:
+        self._config = config
+        self._send = send
+        self._in_flight = in_flight
+        self._log = log
+        self.table = RequestTable(remember_for=config.timeout)
+        self.error_responses_in = 0
+        self.error_responses_out = 0
+        self.unmatched_error_responses = 0
+
+    # --- what arrives -------------------------------------------------------------------
+    def offer(self, message: Message) -> bool:
+        """Take ``message`` if it is a response someone waits for (or a late one); True if taken."""
+        key = (message.address, message.port)
+        return self.table.offer(message, self._in_flight.awaiting_ack(key, message.identity))  # type: ignore[arg-type]
+
+    def on_error_response(self, message: Message, info: ErrorInfo) -> None:
+        """Fail what it answers at once: the synchronous send in flight, or a request; never delivered."""
+        self.error_responses_in += 1
+        assert message.address is not None
+        assert message.port is not None
+        key = (message.address, message.port)
+        if self._in_flight.settle_in_flight(key, message.identity, remote_error(info)):
+            message.release()
+            return
+        if self.table.active and self.table.offer(message):
+            return
+        self.unmatched_error_responses += 1
+        self._log.limited(
+            message.address,
+            "unmatched error response",
+            "error responses that matched nothing",
+            "error response %s from %s matched no waiting send or request: %s: %s",
+            message.identity.hex(),
+            format_peer(message.address, message.port),
+            info.kind,
+            info.text,
+            log=node_logger,
+        )
+        message.release()
+
+    # --- for routers ----------------------------------------------------------------------
+    def expect(self, identity: bytes, key: RemoteKey, on_response: Callable[[Message], None]) -> None:
+        """Route the response to ``identity`` from ``key`` to ``on_response`` (in the reader task).
+
+        Raises ``MessageInUseError`` if a response to ``identity`` is already awaited."""
+        self.table.expect(identity, key, on_response)
+
+    def forget(self, identity: bytes) -> None:
+        """Stop expecting that response; a late one is dropped for a while."""
+        self.table.forget(identity, abandoned=True)
+
+    # --- request and reply ------------------------------------------------------------------
+    async def request(self, message: Message, *, synchronous: bool | None, auto_release: bool) -> Message:
+        """``Chirp.request()``: send ``message`` and return the response from that peer."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        key = destination_key(message)
+        table = self.table
+        config = self._config
+        sync = config.synchronous if synchronous is None else synchronous
+        timeout_at = trio.current_time() + config.timeout
+        pending = table.expect(message.identity, key, auto_release=auto_release)
+        answered = False
         try:
-            await chirp.send(message, synchronous=sync)
+            options = SendOptions(ChirpMeta(request=True, destination=message.destination))
+            await self._send(message, sync, options)
+            if sync and pending.error is None and (pending.response is None or not pending.response_first):
+                table.acks_before_response += 1  # the peer ACKed first (libchirp's queue API does)
+            if pending.response is None and pending.error is None:
+                with trio.move_on_at(timeout_at):
+                    await pending.event.wait()
+            if pending.error is not None:
+                raise pending.error
+            response = pending.response
+            if response is None:
+                raise ChirpTimeoutError(
+                    f"request to {format_peer(*key)}: no response within timeout={config.timeout}s"
+                )
+            answered = True
+        except ChirpError:
+            table.failed += 1
+            raise
         finally:
-            message._send_opts = None
-        if sync and pending.error is None and (pending.response is None or not pending.response_first):
-            table.acks_before_response += 1  # the peer ACKed first (libchirp's queue API does)
-        if pending.response is None and pending.error is None:
-            with trio.move_on_at(timeout_at):
-                await pending.event.wait()
-        if pending.error is not None:
-            raise pending.error
-        response = pending.response
-        if response is None:
-            raise ChirpTimeoutError(
-                f"request to {key[0]}:{key[1]}: no response within timeout={chirp.config.timeout}s"
-            )
-        answered = True
-    except ChirpError:
-        table.failed += 1
-        raise
-    finally:
-        table.forget(message.identity, abandoned=not answered and pending.response is None)
-        if not answered and pending.response is not None:
-            pending.response.release()  # arrived, but the caller is gone
-    table.completed += 1
-    await trio.lowlevel.cancel_shielded_checkpoint()
-    return response
+            table.forget(message.identity, abandoned=not answered and pending.response is None)
+            if not answered and pending.response is not None:
+                pending.response.release()  # arrived, but the caller is gone
+        table.completed += 1
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return response
 
+    async def reply(self, request_msg: Message, data: bytes, *, header: bytes = b"") -> None:
+        """``Chirp.reply()``: write the response, then release the request with ACK."""
+        response = Message(data, header=header, address=request_msg.address, port=request_msg.port)
+        response.identity = request_msg.identity
+        deadline = math.inf if request_msg.deadline is None else request_msg.deadline
+        try:
+            with trio.move_on_at(deadline) as scope:
+                await self._send(response, False, _RESPONSE)
+            if scope.cancelled_caught:
+                raise ChirpTimeoutError(
+                    f"reply to {format_peer(request_msg.address, request_msg.port)}: the request's"
+                    " deadline passed before the response was written"
+                )
+        except BaseException:
+            request_msg.release(ack=False)
+            raise
+        request_msg.release(ack=True)
 
-async def reply(chirp: Chirp, request_msg: Message, data: bytes, *, header: bytes = b"") -> None:
-    """``Chirp.reply()``: write the response, then release the request with ACK."""
-    response = Message(data, header=header, address=request_msg.address, port=request_msg.port)
-    response.identity = request_msg.identity
-    response._send_opts = (None, True, False)  # wait until written; no deadline travels back
-    deadline = math.inf if request_msg.deadline is None else request_msg.deadline
-    try:
-        with trio.move_on_at(deadline) as scope:
-            await chirp.send(response, synchronous=False)
-        if scope.cancelled_caught:
-            raise ChirpTimeoutError(
-                f"reply to {request_msg.address}:{request_msg.port}: the request's deadline passed"
-                " before the response was written"
-            )
-    except BaseException:
-        request_msg.release(ack=False)
-        raise
-    request_msg.release(ack=True)
+    async def send_response(self, response: Message, *, error: ErrorInfo | None = None) -> None:
+        """Write ``response`` (a router returning one), as an error response if ``error`` is given."""
+        options = _RESPONSE if error is None else SendOptions(ChirpMeta(error=error), True, False)
+        await self._send(response, False, options)
 
+    # --- failing a message --------------------------------------------------------------------
+    def can_answer_with_error(self, request_msg: Message) -> bool:
+        """Only a peer whose frame carried our map understands an error response, and only one
+        that waits for the message (a request, or one that asked for an ACK) needs it."""
+        meta = meta_of(request_msg)
+        return self._config.header_map and meta is not None and (meta.request or request_msg.ack_requested)
 
-def can_answer_with_error(chirp: Chirp, request_msg: Message) -> bool:
-    """Only a peer whose frame carried our map understands an error response, and only one
-    that waits for the message (a request, or one that asked for an ACK) needs it."""
-    meta = request_msg._meta
-    return chirp.config.header_map and meta is not None and (meta.request or request_msg.ack_requested)
+    async def fail_message(self, msg: Message, error: BaseException, hop: str) -> bool:
+        """Settle a message that could not be delivered or handled here; True if an error response went.
 
+        An error response first where the producer waits and understands one, then the
+        release: with ACK after an error response (which is on the wire first), without ACK
+        otherwise, so the producer never sees success. Shielded, as cleanup: the producer
+        must learn the outcome even when our caller is being cancelled; bounded by
+        ``config.timeout``.
+        """
+        wrote = False
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self._config.timeout):
+                try:
+                    wrote = await self.send_error_response(msg, error, hop)
+                except ChirpError:
+                    wrote = False
+        msg.release(ack=wrote)
+        return wrote
 
-async def fail_message(chirp: Chirp, msg: Message, error: BaseException, hop: str) -> bool:
-    """Settle a message that could not be delivered or handled here; True if an error response went.
+    async def send_error_response(self, request_msg: Message, error: BaseException, hop: str) -> bool:
+        """Tell the sender of ``request_msg`` that it failed here; True if one was written.
 
-    An error response first where the producer waits and understands one, then the
-    release: with ACK after an error response (which is on the wire first), without ACK
-    otherwise, so the producer never sees success. Shielded, as cleanup: the producer
-    must learn the outcome even when our caller is being cancelled; bounded by
-    ``config.timeout``.
-    """
-    wrote = False
-    with trio.CancelScope(shield=True):
-        with trio.move_on_after(chirp.config.timeout):
-            try:
-                wrote = await send_error_response(chirp, msg, error, hop)
-            except ChirpError:
-                wrote = False
-    msg.release(ack=wrote)
-    return wrote
-
-
-async def send_error_response(chirp: Chirp, request_msg: Message, error: BaseException, hop: str) -> bool:
-    """Tell the sender of ``request_msg`` that it failed here; True if one was written.
-
-    The caller then releases ``request_msg`` with ACK: the error response is on the wire
-    first, so the sender's ``send()``/``request()`` fails with ``RemoteError`` at once.
-    """
-    if not can_answer_with_error(chirp, request_msg):
-        await trio.lowlevel.checkpoint()
-        return False
-    meta = request_msg._meta
-    if isinstance(error, RemoteError):  # passed on from further downstream: keep its hop
-        info = ErrorInfo(kind=error.kind, text=error.text, hop=error.hop)
-    else:
-        info = ErrorInfo(kind=type(error).__name__, text=str(error), hop=hop)
-    response = Message(b"", address=request_msg.address, port=request_msg.port)
-    response.identity = request_msg.identity
-    hops = 0 if meta is None else meta.hops
-    response._send_opts = (ChirpMeta(error=info, hops=hops), True, False)
-    await chirp.send(response, synchronous=False)
-    chirp._error_responses_out += 1
-    return True
+        The caller then releases ``request_msg`` with ACK: the error response is on the wire
+        first, so the sender's ``send()``/``request()`` fails with ``RemoteError`` at once.
+        """
+        if not self.can_answer_with_error(request_msg):
+            await trio.lowlevel.checkpoint()
+            return False
+        meta = meta_of(request_msg)
+        if isinstance(error, RemoteError):  # passed on from further downstream: keep its hop
+            info = ErrorInfo(kind=error.kind, text=error.text, hop=error.hop)
+        else:
+            info = ErrorInfo(kind=type(error).__name__, text=str(error), hop=hop)
+        response = Message(b"", address=request_msg.address, port=request_msg.port)
+        response.identity = request_msg.identity
+        hops = 0 if meta is None else meta.hops
+        await self._send(response, False, SendOptions(ChirpMeta(error=info, hops=hops), True, False))
+        self.error_responses_out += 1
+        return True

@@ -27,17 +27,16 @@ import math
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, final
+from typing import Final, final
 
 import trio
 
+from ._address import format_peer
 from ._errors import ChirpError, ChirpTimeoutError, MessageInUseError, ShutdownError
 from ._header import ChirpMeta
-from ._message import Message
-from ._requests import destination_key, fail_message
-
-if TYPE_CHECKING:
-    from ._node import Chirp
+from ._message import Message, SendOptions, meta_of
+from ._node import Chirp, node_services
+from ._requests import describe_hop, destination_key
 
 __all__ = ["Route", "Router", "RouterStats", "forward_margin"]
 
@@ -97,6 +96,10 @@ class Router:
 
     def __init__(self, chirp: Chirp, route: Route | None = None, *, max_hops: int = MAX_HOPS) -> None:
         self._chirp = chirp
+        services = node_services(chirp)
+        self._requests = services.requests
+        self._send = services.send
+        self._log = services.log
         self._route = route
         self._max_hops = max_hops
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
@@ -143,7 +146,7 @@ class Router:
     # --- forwarding -------------------------------------------------------------------
     def _next_hop(self, msg: Message) -> tuple[str, int] | str:
         """The next hop, or why there is none."""
-        meta = msg._meta
+        meta = meta_of(msg)
         if meta is not None and meta.hops >= self._max_hops:
             return "hop limit"
         if self._route is None:
@@ -162,26 +165,26 @@ class Router:
         if isinstance(hop, str):
             await self._fail(msg, hop, ChirpError(hop), self._name())
             return
-        meta = msg._meta
+        meta = meta_of(msg)
         now = trio.current_time()
         if msg.deadline is not None:
             # The next hop gets the producer's time minus the margin; we wait half the margin
             # longer, so its error response still reaches us, and ours the producer, in time.
             margin = forward_margin(msg.deadline - now)
-            travel: float | bool = msg.deadline - margin
+            travel: float | None = msg.deadline - margin
             deadline = msg.deadline - margin / 2
             remember_until = msg.deadline
         else:  # the router's own config.timeout, which does not travel further
-            travel = False
+            travel = None
             deadline = math.inf
             remember_until = now + chirp.config.timeout
         out = Message(msg.data, header=msg.header, address=hop[0], port=hop[1], destination=msg.destination)
         out.identity = msg.identity
         hops = 1 if meta is None else meta.hops + 1
-        out._send_opts = (
+        options = SendOptions(
             ChirpMeta(hops=hops, destination=msg.destination, request=meta is not None and meta.request),
-            False,
-            travel,
+            deadline_travels=travel is not None,
+            travel_at=travel,
         )
         try:
             next_key = destination_key(out)
@@ -198,10 +201,10 @@ class Router:
         error: ChirpError | None = None
         try:
             with trio.move_on_at(deadline) as scope:
-                await chirp.send(out, synchronous=msg.ack_requested)
+                await self._send(out, msg.ack_requested, options)
             if scope.cancelled_caught:
                 error = ChirpTimeoutError(
-                    f"next hop {next_key[0]}:{next_key[1]} did not acknowledge within the producer's deadline"
+                    f"next hop {format_peer(*next_key)} did not acknowledge within the producer's deadline"
                 )
         except ChirpError as exc:
             error = exc
@@ -211,7 +214,7 @@ class Router:
             raise
         if error is not None:
             self._forget(entry)
-            await self._fail(msg, "next hop failed", error, f"{next_key[0]}:{next_key[1]}")
+            await self._fail(msg, "next hop failed", error, format_peer(*next_key))
             return
         if entry.returning:
             # The response came before the ACK (the rule): it goes back before our ACK.
@@ -221,22 +224,21 @@ class Router:
         msg.release()
 
     def _name(self) -> str:
-        return f"router on port {self._chirp.port} (node {self._chirp.identity.hex()[:8]})"
+        return describe_hop("router", self._chirp.port, self._chirp.identity)
 
     async def _fail(self, msg: Message, reason: str, error: BaseException, hop: str) -> None:
         self._failed[reason] += 1
-        self._chirp._log_limited(
+        self._log.limited(
             msg.address or "?",
             f"router: {reason}",
             f"messages not forwarded ({reason})",
-            "could not forward message %s from %s:%s: %s",
+            "could not forward message %s from %s: %s",
             msg.identity.hex(),
-            msg.address,
-            msg.port,
+            format_peer(msg.address, msg.port),
             error,
             log=logger,
         )
-        await fail_message(self._chirp, msg, error, hop)
+        await self._requests.fail_message(msg, error, hop)
 
     # --- responses --------------------------------------------------------------------
     def _remember(self, msg: Message, until: float, next_key: tuple[str, int]) -> _Entry | None:
@@ -249,9 +251,9 @@ class Router:
             self._forget(first)
         if msg.identity in entries:
             return None
-        entry = _Entry(msg.identity, (msg.address or "", msg.port or 0), until, msg._meta is not None)
+        entry = _Entry(msg.identity, (msg.address or "", msg.port or 0), until, meta_of(msg) is not None)
         try:
-            self._chirp._requests.expect(msg.identity, next_key, lambda r: self._on_response(entry, r))
+            self._requests.expect(msg.identity, next_key, lambda r: self._on_response(entry, r))
         except MessageInUseError:
             return None
         entries[msg.identity] = entry
@@ -264,7 +266,7 @@ class Router:
 
     def _forget(self, entry: _Entry) -> None:
         if self._entries.pop(entry.identity, None) is not None:
-            self._chirp._requests.forget(entry.identity, abandoned=True)
+            self._requests.forget(entry.identity)
 
     def _on_response(self, entry: _Entry, response: Message) -> None:
         """Called from the reader with the response from the next hop: send it back."""
@@ -278,17 +280,15 @@ class Router:
     async def _return(self, entry: _Entry, response: Message) -> None:
         back = Message(response.data, header=response.header, address=entry.prev[0], port=entry.prev[1])
         back.identity = response.identity
-        meta = response._meta
+        meta = meta_of(response)
+        error = None if meta is None else meta.error
         try:
-            if meta is not None and meta.error is not None:
-                if not entry.prev_has_map:  # the producer would take it for an empty response
-                    self._failed["error response not understood upstream"] += 1
-                    return
-                back._send_opts = (ChirpMeta(error=meta.error), True, False)
-            else:
-                back._send_opts = (None, True, False)
+            if error is not None and not entry.prev_has_map:
+                # The producer would take it for an empty response.
+                self._failed["error response not understood upstream"] += 1
+                return
             with trio.move_on_at(entry.deadline) as scope:
-                await self._chirp.send(back, synchronous=False)
+                await self._requests.send_response(back, error=error)
             if scope.cancelled_caught:
                 self._failed["response not returned"] += 1
             else:
@@ -296,7 +296,7 @@ class Router:
         except ChirpError as exc:
             self._failed["response not returned"] += 1
             logger.warning(
-                "response %s could not go back to %s:%d: %s", entry.identity.hex(), *entry.prev, exc
+                "response %s could not go back to %s: %s", entry.identity.hex(), format_peer(*entry.prev), exc
             )
         finally:
             response.release()

@@ -22,16 +22,15 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, final
+from typing import final
 
 import trio
 
+from ._address import format_peer
 from ._errors import ChirpError, ChirpTimeoutError, ShutdownError
 from ._message import Message
-from ._requests import fail_message
-
-if TYPE_CHECKING:
-    from ._node import Chirp
+from ._node import Chirp, node_services
+from ._requests import describe_hop
 
 __all__ = ["Handler", "WorkerStats", "Workers"]
 
@@ -69,6 +68,9 @@ class Workers:
         if count < 1:
             raise ValueError(f"Workers count must be >= 1, got {count}")
         self._chirp = chirp
+        services = node_services(chirp)
+        self._requests = services.requests
+        self._log = services.log
         self._handler = handler
         self._count = count
         self._grace = chirp.config.timeout if grace is None else grace
@@ -172,22 +174,21 @@ class Workers:
         if not msg.has_slot:  # reply() already answered and released it
             await trio.lowlevel.checkpoint()
             return
-        if await fail_message(self._chirp, msg, error, self._hop()):
+        if await self._requests.fail_message(msg, error, self._hop()):
             self._error_responses += 1
 
     def _hop(self) -> str:
-        return f"worker on port {self._chirp.port} (node {self._chirp.identity.hex()[:8]})"
+        return describe_hop("worker", self._chirp.port, self._chirp.identity)
 
     def _log_failure(self, msg: Message, error: BaseException) -> None:
         kind = type(error).__name__
-        self._chirp._log_limited(
+        self._log.limited(
             msg.address or "?",
             f"handler: {kind}",
             f"handler failures ({kind})",
-            "handler failed on message %s from %s:%s: %r",
+            "handler failed on message %s from %s: %r",
             msg.identity.hex(),
-            msg.address,
-            msg.port,
+            format_peer(msg.address, msg.port),
             error,
             log=logger,
             exc_info=error if not isinstance(error, ChirpError) else None,

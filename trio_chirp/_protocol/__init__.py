@@ -13,6 +13,7 @@ from .codec import (
     encode_frame_head,
     encode_handshake,
     encode_noop,
+    pack_frame_head,
 )
 from .constants import (
     FRAME_HEAD_SIZE,
@@ -49,4 +50,5 @@ __all__ = [
     "encode_frame_head",
     "encode_handshake",
     "encode_noop",
+    "pack_frame_head",
 ]

@@ -6,6 +6,8 @@ task, before anything is queued for a connection.
 
 from __future__ import annotations
 
+from typing import Final
+
 from .._errors import ProtocolError
 from .constants import (
     FRAME_HEAD_SIZE,
@@ -69,6 +71,13 @@ def encode_frame_head(identity: bytes, serial: int, type_: int, header_len: int,
         raise ValueError(f"type must be in 0..255, got {type_}")
     check_frame_lengths(header_len, data_len)
     return FRAME_HEAD_STRUCT.pack(identity, serial, data_len, header_len, type_)
+
+
+pack_frame_head: Final = FRAME_HEAD_STRUCT.pack
+"""``pack_frame_head(identity, serial, data_len, header_len, type_)``: the fixed part without
+the checks of ``encode_frame_head``, for the node's writer, whose values are valid by
+construction (lengths checked when the message was submitted, serials masked, identities
+16 bytes). Note the wire order of the arguments: data length before header length."""
 
 
 def encode_frame(identity: bytes, serial: int, type_: int, header: bytes = b"", data: bytes = b"") -> bytes:

@@ -7,6 +7,10 @@ under ``trio.testing.MockClock(autojump_threshold=0)`` every timeout and latency
 virtual and the run is deterministic.
 """
 
+# ruff: noqa: SLF001
+# One in-memory network: MemoryNetwork, its hosts (MemoryTransport) and the streams between
+# them (MemoryStream) share state on purpose, like a kernel's sockets; users see none of it.
+
 from __future__ import annotations
 
 import errno

@@ -1,0 +1,78 @@
+"""A connection's receive slots: the first is its own, the rest come from the node's budget.
+
+A reader takes a slot at a data frame's fixed part, before the payload is consumed, and
+the message holds it until released; with none free the reader stops reading, so TCP
+pushes back on the sender (docs/memory.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Final
+
+import trio
+
+from ._errors import ConnectionLostError
+from ._inbox import Budget
+
+__all__ = ["PROBE_INTERVAL", "SlotPool"]
+
+
+PROBE_INTERVAL: Final = 1.0
+"""A reader waiting for a slot checks this often whether its peer reset the connection."""
+
+
+class SlotPool:
+    """The receive slots of one connection: the first is its own, the rest come from the budget.
+
+    The first slot is granted beyond the budget (up to one message per connection the
+    node may have), so every live connection can make progress and readers do not lock up
+    on the node-wide budget; each further one (up to ``size``) is taken only while the
+    budget has room for the message (docs/memory.md).
+    """
+
+    __slots__ = ("_budget", "in_use", "peak", "size")
+
+    def __init__(self, size: int, budget: Budget) -> None:
+        self.size = size
+        self._budget = budget
+        self.in_use = 0
+        self.peak = 0
+
+    def _can_take(self, cost: int) -> bool:
+        if not self.in_use:
+            return self._budget.fits_first(cost)
+        return self.in_use < self.size and self._budget.fits(cost)
+
+    def try_take(self, cost: int) -> bool:
+        """Take a slot now if one is free (the reader's path without a coroutine)."""
+        if not self._can_take(cost):
+            return False
+        self._take(cost)
+        return True
+
+    def _take(self, cost: int) -> None:
+        self.in_use = in_use = self.in_use + 1
+        self._budget.take(cost)
+        if in_use > self.peak:
+            self.peak = in_use
+
+    async def acquire(self, cost: int, is_broken: Callable[[], bool] | None) -> None:
+        """Take a slot for a message of ``cost`` bytes, waiting (not reading) until one is free.
+
+        While waiting, ``is_broken`` (the stream's probe, if it has one) is asked every
+        ``PROBE_INTERVAL``: a peer that reset the connection must not keep its fd and
+        slots until garbage collection.
+        """
+        budget = self._budget
+        while not self._can_take(cost):
+            with trio.move_on_after(PROBE_INTERVAL if is_broken is not None else math.inf):
+                await budget.lot.park()
+            if is_broken is not None and is_broken():
+                raise ConnectionLostError("the peer reset the connection while its reader waited for a slot")
+        self._take(cost)
+
+    def release(self, cost: int) -> None:
+        self.in_use -= 1
+        self._budget.give(cost)
