@@ -46,6 +46,7 @@ from ._protocol import NEED_DATA, DataFrame, FrameHead, FrameParser, Handshake, 
 from ._remote import Outgoing, Remote, lost_error
 from ._slots import SlotPool
 from ._sniff import HELLO_PORT, client_hello_verdict
+from ._stats import Traffic
 from ._tls import describe_tls_failure, ssl_cause
 
 __all__ = ["CONTAINED_ERRORS", "Connection", "ConnectionOwner", "Prelude", "aclose_quietly"]
@@ -162,10 +163,7 @@ class Connection:
         self._send_nowait: Callable[[bytes], int] | None = None
         self._adopt(stream)
         self.last_activity = trio.current_time()
-        # Traffic counters (TRAFFIC_COUNTERS in _stats.py).
-        self.messages_in = self.acks_in = self.noops_in = 0
-        self.messages_out = self.acks_out = self.noops_out = 0
-        self.bytes_in = self.bytes_out = 0
+        self.traffic = Traffic()
         self._handshake_deadline = handshake_deadline
         self._ack_deadline = math.inf
         self._write_deadline = math.inf
@@ -275,7 +273,7 @@ class Connection:
     async def _reader(self) -> None:
         parser = FrameParser(self.config.max_msg_size)
         if self._initial_data:
-            self.bytes_in += len(self._initial_data)
+            self.traffic.bytes_in += len(self._initial_data)
             parser.receive_data(self._initial_data)
             self._initial_data = b""
         receive_some = self.stream.receive_some
@@ -283,6 +281,7 @@ class Connection:
         owner = self._owner
         deliver = owner.deliver
         release = self._release
+        traffic = self.traffic
         timeout = self.config.timeout
         head_time = 0.0
         while True:
@@ -302,26 +301,26 @@ class Connection:
                         raise ConnectionLostError(f"{self} closed by the peer in the middle of a frame")
                     self.peer_closed = True
                     raise ConnectionLostError(f"{self} closed by the peer")
-                self.bytes_in += len(data)
+                traffic.bytes_in += len(data)
                 parser.receive_data(data)
                 continue
             cls = type(event)
             if cls is FrameHead:
                 assert isinstance(event, FrameHead)
                 if event.is_message:
-                    self.messages_in += 1
+                    traffic.messages_in += 1
                     head_time = trio.current_time()  # msg.deadline counts from here
                     cost = event.header_len + event.data_len
                     if not self.slots.try_take(cost):
                         await self.slots.acquire(cost, self._is_broken)
                 elif event.is_noop:
-                    self.noops_in += 1
+                    traffic.noops_in += 1
                     now = trio.current_time()
                     self.last_activity = now
                     if self.remote is not None:
                         self.remote.last_activity = now
                 else:
-                    self.acks_in += 1
+                    traffic.acks_in += 1
                     if self.remote is not None:
                         self.remote.on_ack(event.identity)
             elif cls is DataFrame:
@@ -410,10 +409,11 @@ class Connection:
 
     def _written(self, outs: list[Outgoing], acks: int, noops: int, size: int, start: float) -> None:
         self.messages_being_written = []
-        self.messages_out += len(outs)
-        self.acks_out += acks
-        self.noops_out += noops
-        self.bytes_out += size
+        traffic = self.traffic
+        traffic.messages_out += len(outs)
+        traffic.acks_out += acks
+        traffic.noops_out += noops
+        traffic.bytes_out += size
         self.last_activity = trio.current_time()
         assert self.remote is not None
         self.remote.on_written(self, outs, start + self.config.timeout)

@@ -4,21 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, final
+from typing import final
 
-__all__ = ["TRAFFIC_COUNTERS", "NodeStats", "RemoteStats"]
+__all__ = ["NodeStats", "RemoteStats", "Traffic"]
 
-TRAFFIC_COUNTERS: Final = (
-    "messages_in",
-    "acks_in",
-    "noops_in",
-    "messages_out",
-    "acks_out",
-    "noops_out",
-    "bytes_in",
-    "bytes_out",
-)
-"""Per-connection counters that the node also sums over connections that have closed."""
+
+@final
+@dataclass(slots=True)
+class Traffic:
+    """Frames and bytes carried: one connection's counters, or a sum of them.
+
+    The reader and the writer count into their connection's; the node keeps one more that
+    adds up every connection that has closed.
+    """
+
+    messages_in: int = 0
+    acks_in: int = 0
+    noops_in: int = 0
+    messages_out: int = 0
+    acks_out: int = 0
+    noops_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    def add(self, other: Traffic) -> None:
+        self.messages_in += other.messages_in
+        self.acks_in += other.acks_in
+        self.noops_in += other.noops_in
+        self.messages_out += other.messages_out
+        self.acks_out += other.acks_out
+        self.noops_out += other.noops_out
+        self.bytes_in += other.bytes_in
+        self.bytes_out += other.bytes_out
 
 
 @final

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Final, final
 
 import trio
 
+from ._address import format_peer
 from ._dhparams import FFDHE2048_PEM
 from ._errors import TLSError
 from ._peercert import PeerCertificate, VerifyPeer
@@ -308,7 +309,7 @@ class TLSLayer:
             version=tls.version(),
             cipher=None if cipher is None else cipher[0],
         )
-        where = address if port is None else f"{address}:{port}"
+        where = address if port is None else format_peer(address, port)
         try:
             admitted = verify(peer)
         except Exception as exc:

@@ -34,7 +34,7 @@ from .._errors import (
 from .._limits import Admission
 from .._protocol import Handshake
 from .._remote import lost_error
-from .._stats import TRAFFIC_COUNTERS
+from .._stats import Traffic
 from .._transport import Transport
 from ._delivery import Delivery
 from ._encryption import Encryption
@@ -72,8 +72,8 @@ class Links:
         self.admission = Admission(self._config.effective_max_connections, self._config.max_handshakes)
         self.errors: Counter[str] = Counter()
         """Connection failures by exception class name."""
-        self.closed_totals: Counter[str] = Counter()
-        """``TRAFFIC_COUNTERS`` summed over connections that have closed."""
+        self.closed_traffic = Traffic()
+        """The traffic of every connection that has closed."""
         self.peak_slots = 0
         """The highest ``slots.peak`` of any connection that has closed."""
         self.listen_scope = trio.CancelScope()
@@ -264,9 +264,7 @@ class Links:
     def on_closed(self, conn: Connection, cause: ChirpError) -> None:
         """Account for a closed connection, then tell its remote what it means."""
         self.connections.discard(conn)
-        totals = self.closed_totals
-        for name in TRAFFIC_COUNTERS:
-            totals[name] += getattr(conn, name)
+        self.closed_traffic.add(conn.traffic)
         self.peak_slots = max(self.peak_slots, conn.slots.peak)
         self._delivery.retire(conn, cause)
         remote = conn.remote
@@ -325,11 +323,13 @@ class Links:
             address, kind, f"{kind} connection failures", "connection with %s failed: %r", peer, error
         )
 
-    def traffic(self) -> dict[str, int]:
-        """``TRAFFIC_COUNTERS`` over every connection, open and closed."""
-        totals = self.closed_totals
-        conns = self.connections
-        return {name: totals[name] + sum(getattr(c, name) for c in conns) for name in TRAFFIC_COUNTERS}
+    def traffic(self) -> Traffic:
+        """The traffic of every connection, open and closed."""
+        total = Traffic()
+        total.add(self.closed_traffic)
+        for conn in self.connections:
+            total.add(conn.traffic)
+        return total
 
     def close_all(self, cause: Callable[[], ChirpError]) -> None:
         for conn in list(self.connections):

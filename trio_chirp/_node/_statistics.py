@@ -50,6 +50,7 @@ def node_statistics(
     table = requests.table
     inbox = delivery.inbox
     budget = delivery.budget
+    traffic = links.traffic()
     return NodeStats(
         port=state.port,
         connections=len(connections),
@@ -77,5 +78,12 @@ def node_statistics(
         header_errors=delivery.header_errors,
         errors=dict(links.errors),
         send_errors=dict(sender.send_errors),
-        **links.traffic(),
+        messages_in=traffic.messages_in,
+        acks_in=traffic.acks_in,
+        noops_in=traffic.noops_in,
+        messages_out=traffic.messages_out,
+        acks_out=traffic.acks_out,
+        noops_out=traffic.noops_out,
+        bytes_in=traffic.bytes_in,
+        bytes_out=traffic.bytes_out,
     )

@@ -21,6 +21,8 @@ from typing import final
 
 import trio
 
+from .._address import format_peer
+
 __all__ = ["MemoryStream", "StreamStats"]
 
 Address = tuple[str, int]
@@ -181,7 +183,7 @@ class MemoryStream(trio.abc.HalfCloseableStream):
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else " reset" if self.broken else ""
-        return f"<MemoryStream {_fmt(self._local)} -> {_fmt(self._remote)}{state}>"
+        return f"<MemoryStream {format_peer(*self._local)} -> {format_peer(*self._remote)}{state}>"
 
     @property
     def local(self) -> Address:
@@ -327,8 +329,3 @@ class MemoryStream(trio.abc.HalfCloseableStream):
             self._in.discard()
             self._out.lot.unpark_all()
         await trio.lowlevel.checkpoint()
-
-
-def _fmt(address: Address) -> str:
-    ip, port = address
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
