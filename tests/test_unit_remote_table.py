@@ -44,6 +44,9 @@ class FakeConnection:
     def disarm_ack_timer(self) -> None:
         pass
 
+    def unread_ack_hint(self) -> str:
+        return ""
+
 
 class Harness:
     def __init__(self, nursery: trio.Nursery, *, reuse_time: float = 10.0) -> None:

@@ -61,9 +61,19 @@ def _check_float(name: str, value: object, low: float, high: float) -> None:
         raise _range_error(name, value, f"{low}..{high} seconds")
 
 
-def _check_ip(name: str, value: str | None, version: int) -> None:
+def _check_bool(name: str, value: object) -> None:
+    """Only True or False: ``"false"``, ``None`` or ``0`` would be taken for a yes/no they do not mean."""
+    if type(value) is not bool:
+        raise TypeError(f"Config.{name} must be a bool (True or False), got {type(value).__name__} {value!r}")
+
+
+def _check_ip(name: str, value: object, version: int) -> None:
     if value is None:
         return
+    if not isinstance(value, str):
+        raise TypeError(
+            f"Config.{name} must be an IP address literal (str) or None, got {type(value).__name__}"
+        )
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
@@ -155,6 +165,8 @@ class Config:
         _check_int("max_handshakes", self.max_handshakes, 1, 2**20)
         _check_int("max_unreleased", self.max_unreleased, 0, 2**31 - 1)
         _check_int("max_unreleased_bytes", self.max_unreleased_bytes, 0, 2**63 - 1)
+        for name in ("synchronous", "disable_encryption", "header_map"):
+            _check_bool(name, getattr(self, name))
         if self.verify_peer is not None and not callable(self.verify_peer):
             raise TypeError(
                 f"Config.verify_peer must be callable or None, got {type(self.verify_peer).__name__}"

@@ -168,6 +168,8 @@ class Connection:
         self._ack_deadline = math.inf
         self._write_deadline = math.inf
         self._stall_deadline = math.inf
+        self.waiting_for_slot = False
+        """The reader stopped: every receive slot is held by a message not yet released."""
         self._timer_scope: trio.CancelScope | None = None
         self._nursery_scope: trio.CancelScope | None = None
         self._attached = trio.Event()
@@ -216,6 +218,17 @@ class Connection:
                 self._owner.on_closed(self, cause)
                 with trio.move_on_after(1.0):
                     await aclose_quietly(self.stream)
+
+    def unread_ack_hint(self) -> str:
+        """Why an ACK may have come and not been read: our own slots are held (docs/lockups.md)."""
+        if not self.waiting_for_slot:
+            return ""
+        held = self.slots.in_use
+        return (
+            f"; the ACK may be unread: this node's {held} receive slot(s) on that connection are held by"
+            " message(s) the application has not released (or not received yet), so this node stopped"
+            " reading from the peer; receive() and release() them (docs/lockups.md)"
+        )
 
     @property
     def in_handshake(self) -> bool:
@@ -312,7 +325,10 @@ class Connection:
                     head_time = trio.current_time()  # msg.deadline counts from here
                     cost = event.header_len + event.data_len
                     if not self.slots.try_take(cost):
+                        # Left set if the connection closes meanwhile: it was blocked then.
+                        self.waiting_for_slot = True
                         await self.slots.acquire(cost, self._is_broken)
+                        self.waiting_for_slot = False
                 elif event.is_noop:
                     traffic.noops_in += 1
                     now = trio.current_time()
@@ -497,6 +513,7 @@ class Connection:
             if now >= self._ack_deadline:
                 raise ChirpTimeoutError(
                     f"{self}: no ACK within timeout={timeout}s of writing a synchronous message"
+                    + self.unread_ack_hint()
                 )
             if now >= self._stall_deadline:
                 raise ChirpTimeoutError(f"{self}: peer stalled mid-frame for timeout={timeout}s")

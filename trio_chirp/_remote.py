@@ -54,6 +54,9 @@ class Link(Protocol):
     def disarm_ack_timer(self) -> None:
         """The ACK came (or the message was settled otherwise)."""
 
+    def unread_ack_hint(self) -> str:
+        """Why an ACK on this connection may go unread (our own receive slots are held), or ""."""
+
 
 L = TypeVar("L", bound=Link)
 
@@ -405,7 +408,8 @@ class Remote(Generic[L]):
             )
         if out.state is OutgoingState.WRITING:
             return ChirpTimeoutError(f"send to {where} timed out after {timeout}s while being written")
-        return ChirpTimeoutError(f"send to {where}: no ACK within timeout={timeout}s")
+        hint = "" if out.connection is None else out.connection.unread_ack_hint()
+        return ChirpTimeoutError(f"send to {where}: no ACK within timeout={timeout}s{hint}")
 
     # --- connections --------------------------------------------------------------------
     def attach(self, conn: L) -> None:

@@ -128,8 +128,10 @@ class RequestTable:
         """
         identity = message.identity
         meta = meta_of(message)
-        if meta is not None and meta.hops:
-            return False  # forwarded by a router (e.g. looping back): a message, not a response
+        if meta is not None and meta.hops and meta.error is None:
+            # Forwarded by a router (e.g. looping back): a message, not a response. An error
+            # response carries the hop count of the message it answers, but is never forwarded.
+            return False
         key = (message.address, message.port)
         pending = self._pending.get(identity)
         if pending is not None and pending.key == key:
@@ -316,6 +318,13 @@ class Requests:
         """Write ``response`` (a router returning one), as an error response if ``error`` is given."""
         options = _RESPONSE if error is None else SendOptions(ChirpMeta(error=error), True, False)
         await self._send(response, False, options)
+
+    @staticmethod
+    def is_request(message: Message) -> bool:
+        """Whether ``message`` came from a trio_chirp ``request()`` (our map says so), so its
+        sender waits for a response."""
+        meta = meta_of(message)
+        return meta is not None and meta.request
 
     # --- failing a message --------------------------------------------------------------------
     def can_answer_with_error(self, request_msg: Message) -> bool:

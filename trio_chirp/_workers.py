@@ -155,6 +155,10 @@ class Workers:
             raise
         finally:
             self._scopes.discard(scope)
+        if failure is None and msg.has_slot and self._requests.is_request(msg):
+            # The requester waits for a response that will never come: tell it now, before
+            # the ACK (the rule: an ACK with no response before it is an error).
+            failure = ChirpError("the handler returned without replying to the request (use chirp.reply())")
         if failure is None:
             self._handled += 1
             msg.release()

@@ -1,0 +1,49 @@
+"""Issue 15's defects on real loopback TCP: a router's worker error and a handler without reply."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from trio_chirp import Chirp, Config, Message, RemoteError, Router, Workers, open_chirp
+
+pytestmark = pytest.mark.timeout(30)
+
+LOCAL = "127.0.0.1"
+
+
+def _config(**settings: object) -> Config:
+    return Config(port=0, bind_v6=None, **settings)  # type: ignore[arg-type]
+
+
+async def _workers(nursery: trio.Nursery, worker: Chirp) -> None:
+    async def handle(msg: Message) -> None:
+        if msg.data == b"fail":
+            raise ValueError("asked to fail")
+        # b"forget": returns without reply()
+
+    await nursery.start(Workers(worker, handle, count=2).run)
+
+
+@pytest.mark.parametrize("synchronous", [True, False])
+@pytest.mark.parametrize(
+    ("data", "expected"), [(b"fail", "ValueError: asked to fail"), (b"forget", "returned without replying")]
+)
+async def test_worker_failures_through_a_router_come_back_at_once(
+    synchronous: bool, data: bytes, expected: str
+) -> None:
+    async with (
+        open_chirp(_config(synchronous=False)) as worker,
+        open_chirp(_config()) as router_node,
+        open_chirp(_config()) as producer,
+        trio.open_nursery() as nursery,
+    ):
+        await _workers(nursery, worker)
+        await nursery.start(Router(router_node).run)
+        message = Message(data, address=LOCAL, port=router_node.port, destination=(LOCAL, worker.port))
+        start = trio.current_time()
+        with pytest.raises(RemoteError, match=expected), trio.fail_after(10):
+            await producer.request(message, synchronous=synchronous)
+        assert trio.current_time() - start < 5.0, "well before the 10 s deadline (config.timeout is 5 s)"
+        assert router_node.statistics().unmatched_error_responses == 0
+        nursery.cancel_scope.cancel()
