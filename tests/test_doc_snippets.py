@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from doc_snippets import PAGES, ROOT, Block, blocks, matches
 
 ALL = [block for page in PAGES for block in blocks(page)]
