@@ -59,8 +59,8 @@ def blocks(page: Path) -> list[Block]:
         while end < len(lines) and lines[end].strip() != fence:
             end += 1
         previous = lines[i - 1].strip() if i else ""
-        marker = MARKER.match(previous)
-        raw.append((i + 1, lang, "\n".join(lines[i + 1 : end]) + "\n", marker[1] if marker else "", end))
+        comment = MARKER.match(previous)
+        raw.append((i + 1, lang, "\n".join(lines[i + 1 : end]) + "\n", comment[1] if comment else "", end))
         i = end + 1
     found = []
     for index, (line, lang, code, marker, end) in enumerate(raw):
