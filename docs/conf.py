@@ -51,4 +51,5 @@ html_theme_options = {
     "page_width": "1100px",
     "sidebar_width": "230px",
 }
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
