@@ -62,7 +62,8 @@ def test_public_classes_are_final_where_subclassing_makes_no_sense() -> None:
 
 
 def test_testing_exports() -> None:
-    expected = {"MemoryNetwork", "MemoryStream", "MemoryTransport", "StreamStats"}
+    expected = {"MemoryNetwork", "MemoryNodes", "MemoryStream", "MemoryTransport", "StreamStats"}
+    expected.add("open_nodes")
     assert set(trio_chirp.testing.__all__) == expected
     assert issubclass(trio_chirp.testing.MemoryTransport, trio_chirp.Transport)
 

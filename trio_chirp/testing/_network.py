@@ -80,6 +80,7 @@ class MemoryTransport(Transport):
 
     @property
     def network(self) -> MemoryNetwork:
+        """The ``MemoryNetwork`` this host belongs to (where its faults are injected)."""
         return self._network
 
     @property
