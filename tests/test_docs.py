@@ -67,7 +67,6 @@ def test_the_protocol_is_cited_inside_the_repository(doc: Path) -> None:
     assert "PROTOCOL.md" not in doc.read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="docstrings cite PROTOCOL.md; to be pointed at docs/protocol.md")
 def test_docstrings_cite_the_protocol_inside_the_repository() -> None:
     citing = [
         f"{path.relative_to(ROOT)}:{number}"

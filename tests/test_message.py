@@ -28,7 +28,7 @@ def with_slot(message: Message, calls: Calls) -> Message:
 def test_defaults() -> None:
     msg = Message()
     assert (msg.data, msg.header) == (b"", b"")
-    assert (msg.address, msg.port) == (None, None)
+    assert (msg.address, msg.port) == ("", 0)  # typed str and int; "" and 0 mean not set (issue 15)
     assert (msg.serial, msg.remote_identity, msg.ack_requested) == (None, None, False)
     assert not msg.has_slot
 

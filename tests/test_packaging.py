@@ -188,6 +188,5 @@ def test_the_declared_minimum_versions_run_it(dist: Path, tmp_path: Path) -> Non
     assert _run(python, "-c", SMOKE, cwd=tmp_path).strip() == "smoke ok"
 
 
-@pytest.mark.xfail(strict=True, reason="trio_chirp/__init__.py still says 0.1.0; its owner sets 0.2.0")
 def test_the_module_version_is_the_package_version() -> None:
     assert trio_chirp.__version__ == VERSION

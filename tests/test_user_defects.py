@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import mypy.api
 import pytest
 import trio
 import trio.testing
 from memnet_helpers import PORT, A, B, C, node
 
-from trio_chirp import Chirp, ChirpTimeoutError, Config, Message, RemoteError, Router, Workers
+from trio_chirp import Chirp, ChirpTimeoutError, Config, Message, RemoteError, Router, Workers, open_chirp
 from trio_chirp.testing import MemoryNetwork
 
 
@@ -155,3 +162,203 @@ async def test_a_missing_ack_with_free_slots_blames_no_slot(autojump_clock: trio
         assert "receive slot" not in str(info.value)
         held = await silent.receive()
         held.release(ack=False)
+
+
+# --- 6. smaller frictions ---------------------------------------------------------------------------
+
+
+def test_the_library_prints_nothing_without_the_applications_logging_config() -> None:
+    code = (
+        "import logging, trio_chirp\n"
+        "logging.getLogger('trio_chirp.node').warning('a warning nobody configured')\n"
+        "logging.basicConfig(format='%(name)s: %(message)s')\n"
+        "logging.getLogger('trio_chirp.node').warning('configured now')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert done.stderr == "trio_chirp.node: configured now\n"
+
+
+async def test_worker_failures_and_their_summary_go_to_the_workers_logger(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_chirp")
+    net = MemoryNetwork()
+    async with (
+        node(net, B, synchronous=False) as worker,
+        node(net, A, synchronous=False) as producer,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(failing_handler(worker).run)
+        for i in range(3):
+            await producer.send(Message(b"%d" % i, address=B, port=PORT))
+        await trio.sleep(11)  # past the limiter's 10 s window: its summary line is written
+        records = [(r.name, r.getMessage()) for r in caplog.records]
+        workers = [text for name, text in records if name == "trio_chirp.workers"]
+        assert len(workers) == 2, records
+        assert workers[0].startswith("handler failed on message")
+        assert workers[1] == f"2 more handler failures (ValueError) with {A} in the last 10 s"
+        assert not [text for name, text in records if name == "trio_chirp.node"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_router_says_a_failure_happened_downstream(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_chirp")
+    net = MemoryNetwork()
+    async with (
+        node(net, C, synchronous=False) as worker,
+        node(net, B) as router_node,
+        node(net, A) as producer,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(failing_handler(worker).run)
+        await nursery.start(Router(router_node).run)
+        with pytest.raises(RemoteError), trio.fail_after(2):
+            await producer.send(Message(b"job", address=B, port=PORT, destination=(C, PORT)))
+        (line,) = [r.getMessage() for r in caplog.records if r.name == "trio_chirp.router"]
+        assert "failed downstream at worker on port 2998" in line
+        assert "ValueError: cannot handle b'job' (passed back)" in line
+        assert "could not forward" not in line
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("expected", [True, False])
+async def test_expected_errors_are_logged_without_a_traceback(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture, expected: bool
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_chirp")
+    net = MemoryNetwork()
+    async with node(net, B, synchronous=False) as worker, node(net, A) as producer, trio.open_nursery() as n:
+
+        async def lookup(msg: Message) -> None:
+            raise KeyError(msg.data)
+
+        workers = Workers(worker, lookup, expected_errors=(KeyError,) if expected else ())
+        await n.start(workers.run)
+        with pytest.raises(RemoteError, match="KeyError"):
+            await producer.request(Message(b"nobody", address=B, port=PORT))
+        (record,) = [r for r in caplog.records if r.name == "trio_chirp.workers"]
+        assert (record.exc_info is None) is expected
+        assert workers.statistics().failed == 1
+        n.cancel_scope.cancel()
+
+
+async def test_a_port_in_use_names_the_address_and_port() -> None:
+    config = Config(port=0, bind_v6=None)
+    async with open_chirp(config) as first:
+        with pytest.raises(OSError, match=rf"cannot listen on 127\.0\.0\.1:{first.port}: another") as info:
+            async with open_chirp(Config(port=first.port, bind_v4="127.0.0.1", bind_v6=None)):
+                pass  # pragma: no cover - the node cannot start
+        assert info.value.errno == errno.EADDRINUSE
+
+
+async def test_reply_takes_any_buffer_and_chirp_is_an_async_resource(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    async with node(net, B, synchronous=False) as worker, node(net, A) as producer, trio.open_nursery() as n:
+        assert isinstance(worker, trio.abc.AsyncResource)
+
+        async def answer(msg: Message) -> None:
+            await worker.reply(msg, memoryview(bytearray(b"from a buffer")), header=bytearray(b"h"))
+
+        await n.start(Workers(worker, answer).run)
+        response = await producer.request(Message(b"q", address=B, port=PORT), auto_release=False)
+        assert (response.data, response.header) == (b"from a buffer", b"h")
+        await producer.flush(response.address, response.port)  # typed str and int: no narrowing needed
+        response.release()
+        n.cancel_scope.cancel()
+
+
+def test_a_new_message_has_no_address_until_one_is_set() -> None:
+    msg = Message(b"x")
+    assert (msg.address, msg.port) == ("", 0)
+    assert Message(b"x", address=None, port=None).address == ""
+
+
+async def test_sending_a_message_without_an_address_says_so(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    async with node(net, A) as producer:
+        with pytest.raises(ValueError, match=r"message address is not set: give Message\(address=\.\.\.\)"):
+            await producer.send(Message(b"x", port=PORT))
+
+
+TYPED_APP = """
+import trio
+import trio_chirp
+from trio_chirp import Chirp, Handler, Message, Route, Router, Workers
+
+
+def make(chirp: Chirp) -> tuple[Workers, Router]:
+    async def handle(msg: Message) -> None:
+        await chirp.reply(msg, bytearray(b"answer"))
+        await chirp.flush(msg.address, msg.port)
+
+    handler: Handler = handle
+    route: Route = lambda msg: (msg.address, msg.port + 1)
+    resource: trio.abc.AsyncResource = chirp
+    assert resource is chirp
+    return Workers(chirp, handler), Router(chirp, route, allow=["10.0.0.0/8", ("127.0.0.1", 2998)])
+"""
+
+
+def test_an_app_using_received_addresses_type_checks(tmp_path: Path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text(TYPED_APP)
+    out, err, status = mypy.api.run(["--strict", "--no-incremental", str(app)])
+    assert status == 0, out + err
+
+
+# --- 7. a router forwards only where it is allowed to ------------------------------------------------
+
+
+async def test_a_router_with_an_allow_list_refuses_other_destinations_before_dialling(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_chirp")
+    net = MemoryNetwork()
+    outside = "10.0.1.9"
+    async with (
+        node(net, C, synchronous=False) as worker,
+        node(net, outside, synchronous=False) as victim,
+        node(net, B) as router_node,
+        node(net, A) as producer,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def answer(msg: Message) -> None:
+            await worker.reply(msg, b"ok")
+
+        await nursery.start(Workers(worker, answer).run)
+        router = Router(router_node, allow=["10.0.0.0/30"])
+        await nursery.start(router.run)
+        response = await producer.request(Message(b"in", address=B, port=PORT, destination=(C, PORT)))
+        assert response.data == b"ok"
+        start = trio.current_time()
+        with pytest.raises(RemoteError, match=r"10\.0\.1\.9:2998 is not in this router's allow list"):
+            await producer.request(Message(b"out", address=B, port=PORT, destination=(outside, PORT)))
+        assert trio.current_time() == start
+        assert router.statistics().failed == {"not allowed": 1}
+        assert [r for r in router_node.statistics().remotes if r.address == outside] == []
+        assert victim.statistics().connections == 0
+        assert any(
+            "not allowed" not in r.getMessage() and "allow list" in r.getMessage() for r in caplog.records
+        )
+        nursery.cancel_scope.cancel()
+
+
+def test_allow_entries_are_checked_when_the_router_is_made() -> None:
+    from trio_chirp._router import AllowList
+
+    allow = AllowList(["10.0.0.0/8", ("::1", 2998)])
+    assert allow.permits(("10.1.2.3", 1))
+    assert allow.permits(("::1", 2998))
+    assert not allow.permits(("::1", 2999))
+    assert not allow.permits(("11.0.0.1", 2998))
+    with pytest.raises(ValueError, match="is not an IP"):
+        AllowList(["example.com"])
+    with pytest.raises(ValueError, match=r"port must be in 1\.\.65535"):
+        AllowList([("10.0.0.1", 0)])
+    with pytest.raises(TypeError, match=r"'ip/network' or \(address, port\)"):
+        AllowList([42])  # type: ignore[list-item]

@@ -2,7 +2,7 @@
 
 A remote is keyed by ``(address, port)``, so the same peer must always be spelled the
 same way (``normalize_address``). libchirp decides plaintext by comparing the address
-text with two literals (``LOCAL_ADDRESSES``, docs/protocol.md 2.2), which makes the
+text with two literals (``LOCAL_ADDRESSES``, docs/protocol.md, section 2.2), which makes the
 address a connection is dialled *from* matter too (``bind_for``). Every message that
 names a peer prints it with ``format_peer``, which brackets IPv6 (``[::1]:2998``) so the
 port is never mistaken for part of the address.
@@ -29,7 +29,7 @@ RemoteKey = tuple[str, int]
 """A peer node: its normalised IP literal and the port it listens on (announced in its handshake)."""
 
 LOCAL_ADDRESSES: Final = frozenset({"127.0.0.1", "::1"})
-"""libchirp's "local" test is a string compare on these two literals (docs/protocol.md 2.2)."""
+"""libchirp's "local" test is a string compare on these two literals (docs/protocol.md, section 2.2)."""
 
 _ADDRESS_CACHE_SIZE: Final = 4096
 _address_cache: dict[str, str] = {}
@@ -42,6 +42,8 @@ def normalize_address(address: object) -> str:
     """
     if not isinstance(address, str):
         raise ValueError(f"message address must be an IP address literal, got {address!r}")
+    if not address:
+        raise ValueError("message address is not set: give Message(address=...) the peer's IP literal")
     cached = _address_cache.get(address)
     if cached is not None:
         return cached
@@ -63,15 +65,15 @@ def destination_of(address: object, port: object) -> RemoteKey:
 
 
 def format_peer(address: str | None, port: int | None) -> str:
-    """``address:port`` for logs and errors; IPv6 in brackets; ``?`` for what is not known yet."""
-    host = "?" if address is None else f"[{address}]" if ":" in address else address
-    return f"{host}:{'?' if port is None else port}"
+    """``address:port`` for logs and errors; IPv6 in brackets; ``?`` for what is not known (or set)."""
+    host = "?" if not address else f"[{address}]" if ":" in address else address
+    return f"{host}:{port or '?'}"
 
 
 def bind_for(destination: str, bind_v4: str | None, bind_v6: str | None) -> str | None:
     """The address to dial ``destination`` from, so the peer sees the address we listen on.
 
-    Then both ends reach the same encryption decision (docs/protocol.md 2.2). Not bound:
+    Then both ends reach the same encryption decision (docs/protocol.md, section 2.2). Not bound:
     wildcards; 127.0.0.1 and ::1 (dialled from themselves, so plaintext); and a loopback
     ``bind`` for a destination that is not loopback (it could not reach it).
     """

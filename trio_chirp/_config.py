@@ -87,7 +87,7 @@ def _check_ip(name: str, value: object, version: int) -> None:
 class Config:
     """Settings of one node. Defaults are libchirp 1.2.1's, so mixed networks agree on timing."""
 
-    # --- libchirp's settings (PROTOCOL.md section 8) ---
+    # --- libchirp's settings (docs/protocol.md, section 8) ---
     port: int = 2998
     """Listening port, announced in every handshake. 0 picks a port free on IPv4 and IPv6."""
     timeout: float = 5.0
@@ -221,6 +221,7 @@ class Config:
 
     @property
     def effective_buffer_size(self) -> int:
+        """Bytes asked for per socket read: ``buffer_size``, or 64 KiB for 0."""
         return self.buffer_size or DEFAULT_BUFFER_SIZE
 
     @property

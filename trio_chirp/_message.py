@@ -114,8 +114,10 @@ class Message:
     ) -> None:
         self._data = _as_bytes("data", data)
         self._header = _as_bytes("header", header)
-        self.address = address
-        self.port = port
+        self.address: str = "" if address is None else address
+        """The peer's IP literal (received: the sender's; to send: the receiver's); "" if not set."""
+        self.port: int = 0 if port is None else port
+        """The peer's listening port (its announced port on a received message); 0 if not set."""
         self.identity: bytes = os.urandom(IDENTITY_SIZE)
         self.serial: int | None = None
         self.remote_identity: bytes | None = None
@@ -164,6 +166,7 @@ class Message:
 
     @property
     def data(self) -> bytes:
+        """The payload (``bytes``); a bytes-like value assigned is copied at that moment."""
         return self._data
 
     @data.setter
@@ -172,6 +175,7 @@ class Message:
 
     @property
     def header(self) -> bytes:
+        """The header bytes as the application sees them (our map, if any, already removed)."""
         return self._header
 
     @header.setter

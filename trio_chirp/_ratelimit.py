@@ -74,14 +74,18 @@ class LogLimiter:
 
     def summarise(self) -> list[str]:
         """The window's summary lines (at most ``cap`` + one per ``what``); closes the window."""
+        return [line for _, line in self.summarise_by_key()]
+
+    def summarise_by_key(self) -> list[tuple[tuple[str, str] | None, str]]:
+        """``summarise()``, each line with the (peer, kind) key it sums up (None: past the cap)."""
         window = f"{self.window:g} s"
-        lines = [
-            f"{count} more {self._what[key]} with {key[0]} in the last {window}"
+        lines: list[tuple[tuple[str, str] | None, str]] = [
+            (key, f"{count} more {self._what[key]} with {key[0]} in the last {window}")
             for key, count in self._repeats.items()
         ]
         others = len(self._overflow_peers)
         lines.extend(
-            f"{count} {what} with {others} other peer(s) in the last {window} (log cap reached)"
+            (None, f"{count} {what} with {others} other peer(s) in the last {window} (log cap reached)")
             for what, count in self._overflow.items()
         )
         self._repeats.clear()

@@ -1,6 +1,6 @@
 """One peer node, as (address, announced port): its queues, its message in flight, its connections.
 
-The remote is where sending is decided (docs/protocol.md 7.1): a bounded FIFO of data
+The remote is where sending is decided (docs/protocol.md, section 7.1): a bounded FIFO of data
 messages, a FIFO of control frames (ACK, NOOP) that overtake data, at most one
 synchronous message waiting for its ACK, the serial counter, the current connection
 (the only one written on) and old ones (still read until collected).
@@ -428,7 +428,7 @@ class Remote(Generic[L]):
         self.old.discard(conn)
         if self.current is conn:
             self.current = None
-            self.control.clear()  # ACKs for this link die with it (PROTOCOL.md 5.3)
+            self.control.clear()  # ACKs for this link die with it (docs/protocol.md, section 5.3)
             self._noop_pending = False
         out = self.in_flight
         if out is not None and out.connection is conn:

@@ -36,7 +36,7 @@ from ._address import RemoteKey, destination_of, format_peer
 from ._config import Config
 from ._errors import ChirpError, ChirpTimeoutError, MessageInUseError, RemoteError
 from ._header import ChirpMeta, ErrorInfo
-from ._message import Message, SendOptions, meta_of
+from ._message import Buffer, Message, SendOptions, meta_of
 from ._ratelimit import LimitedLog
 
 __all__ = ["RequestTable", "Requests", "SendState", "describe_hop", "destination_key", "remote_error"]
@@ -220,13 +220,11 @@ class Requests:
     def offer(self, message: Message) -> bool:
         """Take ``message`` if it is a response someone waits for (or a late one); True if taken."""
         key = (message.address, message.port)
-        return self.table.offer(message, self._in_flight.awaiting_ack(key, message.identity))  # type: ignore[arg-type]
+        return self.table.offer(message, self._in_flight.awaiting_ack(key, message.identity))
 
     def on_error_response(self, message: Message, info: ErrorInfo) -> None:
         """Fail what it answers at once: the synchronous send in flight, or a request; never delivered."""
         self.error_responses_in += 1
-        assert message.address is not None
-        assert message.port is not None
         key = (message.address, message.port)
         if self._in_flight.settle_in_flight(key, message.identity, remote_error(info)):
             message.release()
@@ -296,7 +294,7 @@ class Requests:
         await trio.lowlevel.cancel_shielded_checkpoint()
         return response
 
-    async def reply(self, request_msg: Message, data: bytes, *, header: bytes = b"") -> None:
+    async def reply(self, request_msg: Message, data: Buffer, *, header: Buffer = b"") -> None:
         """``Chirp.reply()``: write the response, then release the request with ACK."""
         response = Message(data, header=header, address=request_msg.address, port=request_msg.port)
         response.identity = request_msg.identity

@@ -22,23 +22,24 @@ routing loops.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, final
 
 import trio
 
-from ._address import format_peer
-from ._errors import ChirpError, ChirpTimeoutError, MessageInUseError, ShutdownError
+from ._address import destination_of, format_peer
+from ._errors import ChirpError, ChirpTimeoutError, MessageInUseError, RemoteError, ShutdownError
 from ._header import ChirpMeta
 from ._message import Message, SendOptions, meta_of
 from ._node import Chirp, node_services
 from ._requests import describe_hop, destination_key
 
-__all__ = ["Route", "Router", "RouterStats", "forward_margin"]
+__all__ = ["AllowList", "Route", "Router", "RouterStats", "forward_margin"]
 
 logger = logging.getLogger("trio_chirp.router")
 
@@ -49,6 +50,35 @@ MAX_HOPS: Final = 8
 
 CAPACITY: Final = 4096
 """Identities remembered for returning responses; when full, the oldest goes (counted)."""
+
+
+class AllowList:
+    """Where a router may forward: networks (any port) and exact ``(address, port)`` destinations."""
+
+    def __init__(self, entries: Iterable[str | tuple[str, int]]) -> None:
+        self._networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self._destinations: set[tuple[str, int]] = set()
+        for entry in entries:
+            if isinstance(entry, str):
+                try:
+                    self._networks.append(ipaddress.ip_network(entry))
+                except ValueError as exc:
+                    raise ValueError(
+                        f"Router allow entry {entry!r} is not an IP address or network: {exc}"
+                    ) from None
+            elif isinstance(entry, tuple) and len(entry) == 2:
+                try:
+                    self._destinations.add(destination_of(*entry))
+                except ValueError as exc:
+                    raise ValueError(f"Router allow entry {entry!r}: {exc}") from None
+            else:
+                raise TypeError(f"Router allow entries are 'ip/network' or (address, port), got {entry!r}")
+
+    def permits(self, key: tuple[str, int]) -> bool:
+        if key in self._destinations:
+            return True
+        address = ipaddress.ip_address(key[0])
+        return any(address in network for network in self._networks)
 
 
 def forward_margin(remaining: float) -> float:
@@ -92,9 +122,23 @@ class Router:
     ``destination`` the producer named (``Message(..., destination=(address, port))``,
     carried in our header map). ``route()`` raising or returning None, or no destination,
     fails that message. ``await nursery.start(router.run)``; runs until cancelled.
+
+    Without ``route`` and ``allow`` the router forwards wherever producers ask: anyone who
+    can reach it can make it dial any chirp node it can reach. ``allow`` limits every next
+    hop, checked before dialling: IP literals or networks (``"10.0.0.0/8"``, any port) and
+    ``(address, port)`` destinations. A next hop outside it fails the message like any
+    routing failure (reason ``"not allowed"``). See docs/requests.md.
     """
 
-    def __init__(self, chirp: Chirp, route: Route | None = None, *, max_hops: int = MAX_HOPS) -> None:
+    def __init__(
+        self,
+        chirp: Chirp,
+        route: Route | None = None,
+        *,
+        allow: Iterable[str | tuple[str, int]] | None = None,
+        max_hops: int = MAX_HOPS,
+    ) -> None:
+        self._allow = None if allow is None else AllowList(allow)
         self._chirp = chirp
         services = node_services(chirp)
         self._requests = services.requests
@@ -110,6 +154,7 @@ class Router:
         self._failed: Counter[str] = Counter()
 
     def statistics(self) -> RouterStats:
+        """A frozen snapshot of what this router forwarded, returned and failed (``RouterStats``)."""
         return RouterStats(
             forwarded=self._forwarded,
             responses=self._responses,
@@ -191,6 +236,10 @@ class Router:
         except ValueError as exc:
             await self._fail(msg, "bad route", ChirpError(f"route returned {hop!r}: {exc}"), self._name())
             return
+        if self._allow is not None and not self._allow.permits(next_key):
+            refused = ChirpError(f"{format_peer(*next_key)} is not in this router's allow list")
+            await self._fail(msg, "not allowed", refused, self._name())
+            return
         entry = self._remember(msg, remember_until, next_key)
         if entry is None:
             duplicate = MessageInUseError(
@@ -228,16 +277,31 @@ class Router:
 
     async def _fail(self, msg: Message, reason: str, error: BaseException, hop: str) -> None:
         self._failed[reason] += 1
-        self._log.limited(
-            msg.address or "?",
-            f"router: {reason}",
-            f"messages not forwarded ({reason})",
-            "could not forward message %s from %s: %s",
-            msg.identity.hex(),
-            format_peer(msg.address, msg.port),
-            error,
-            log=logger,
-        )
+        source = format_peer(msg.address, msg.port)
+        if isinstance(error, RemoteError):  # it failed further on, not here: say where
+            self._log.limited(
+                msg.address,
+                f"router: failed at {error.hop}",
+                f"messages that failed downstream ({error.kind})",
+                "message %s from %s failed downstream at %s: %s: %s (passed back)",
+                msg.identity.hex(),
+                source,
+                error.hop,
+                error.kind,
+                error.text,
+                log=logger,
+            )
+        else:
+            self._log.limited(
+                msg.address,
+                f"router: {reason}",
+                f"messages not forwarded ({reason})",
+                "could not forward message %s from %s: %s",
+                msg.identity.hex(),
+                source,
+                error,
+                log=logger,
+            )
         await self._requests.fail_message(msg, error, hop)
 
     # --- responses --------------------------------------------------------------------
@@ -251,7 +315,7 @@ class Router:
             self._forget(first)
         if msg.identity in entries:
             return None
-        entry = _Entry(msg.identity, (msg.address or "", msg.port or 0), until, meta_of(msg) is not None)
+        entry = _Entry(msg.identity, (msg.address, msg.port), until, meta_of(msg) is not None)
         try:
             self._requests.expect(msg.identity, next_key, lambda r: self._on_response(entry, r))
         except MessageInUseError:

@@ -2,7 +2,7 @@
 
 libchirp's plaintext rule looks at addresses, and the two ends can see different ones: a
 libchirp peer dialling our 127.0.0.2 encrypts (its destination is not 127.0.0.1), but its
-source is 127.0.0.1, so by the rule we expect plaintext (PROTOCOL.md 2.2, sharp edge 12).
+source is 127.0.0.1, so by the rule we expect plaintext (docs/protocol.md, section 2.2, sharp edge 12).
 An accepted connection's first bytes settle it.
 
 A ClientHello starts with a TLS record header and a handshake header::

@@ -18,6 +18,7 @@ from typing import Final, final
 
 import trio
 
+from ._address import format_peer
 from ._transport import AcceptErrorHandler, AcceptHandler, Transport
 
 __all__ = ["TCPStream", "TCPTransport"]
@@ -128,7 +129,14 @@ def _open_listener(host: str, port: int, backlog: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if sock.family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host, port))
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            # The errno stays (callers and the port-0 retry test it); the text names the place.
+            why = "another process or node listens there" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise OSError(
+                exc.errno, f"cannot listen on {format_peer(host, port)}: {why} ({exc.strerror})"
+            ) from exc
         sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:

@@ -1,4 +1,4 @@
-"""TLS as libchirp speaks it (PROTOCOL.md 2.3): contexts, the handshakes, and their failures.
+"""TLS as libchirp speaks it (docs/protocol.md, section 2.3): contexts, the handshakes, and their failures.
 
 * ``TLSContexts`` is the client/server ``ssl.SSLContext`` pair of a node, built from
   libchirp's two files (``from_files``) or handed in ready-made (``open_chirp(tls=...)``).
@@ -130,7 +130,7 @@ class TLSContexts:
 
     @classmethod
     def from_files(cls, cert_chain_pem: StrPath, dh_params_pem: StrPath | None = None) -> TLSContexts:
-        """libchirp's contexts (PROTOCOL.md 2.3) from its two files.
+        """libchirp's contexts (docs/protocol.md, section 2.3) from its two files.
 
         ``cert_chain_pem``: one PEM file with the node's certificate, the CA certificate(s)
         (every certificate in it is a trust anchor) and the node's unencrypted private key.

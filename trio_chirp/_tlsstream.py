@@ -7,7 +7,7 @@ writer task (``_connection.py``), so this stream needs no more than one lock, ta
 a schedule point when free, for the one case where the reader must write (a TLS message
 after the handshake that asks for an answer).
 
-Semantics, as libchirp needs them (PROTOCOL.md 2.3): a peer's EOF, with or without
+Semantics, as libchirp needs them (docs/protocol.md, section 2.3): a peer's EOF, with or without
 ``close_notify``, is a clean end of stream (``b""``); ``aclose`` sends no ``close_notify``
 (libchirp never sends one either) and closes the transport. Every TLS failure is a
 ``trio.BrokenResourceError`` whose ``__cause__`` is the ``ssl.SSLError``. A failed

@@ -62,11 +62,29 @@ class Workers:
 
     ``await nursery.start(Workers(chirp, handle, count=8).run)``. ``grace`` (default
     ``config.timeout``) bounds how long handlers in progress may finish after a stop.
+    ``expected_errors``: exception classes that are part of the handler's contract (a
+    business error such as "not found"): logged in one line without a traceback, still
+    counted, rate-limited and answered with an error response like any other failure.
+
+    Parallelism: ``count`` handlers run at once only if messages arrive at once. A
+    synchronous producer keeps one message in flight per worker node, so its requests run
+    one at a time; send asynchronous requests (``request(msg, synchronous=False)``, the
+    response completes each) from a producer that wants several handled in parallel
+    (docs/requests.md).
     """
 
-    def __init__(self, chirp: Chirp, handler: Handler, *, count: int = 1, grace: float | None = None) -> None:
+    def __init__(
+        self,
+        chirp: Chirp,
+        handler: Handler,
+        *,
+        count: int = 1,
+        grace: float | None = None,
+        expected_errors: tuple[type[Exception], ...] = (),
+    ) -> None:
         if count < 1:
             raise ValueError(f"Workers count must be >= 1, got {count}")
+        self._expected_errors = expected_errors
         self._chirp = chirp
         services = node_services(chirp)
         self._requests = services.requests
@@ -78,6 +96,7 @@ class Workers:
         self._handled = self._failed = self._expired = self._error_responses = 0
 
     def statistics(self) -> WorkerStats:
+        """A frozen snapshot of what these workers handled, failed and have running (``WorkerStats``)."""
         return WorkerStats(
             handled=self._handled,
             failed=self._failed,
@@ -187,7 +206,7 @@ class Workers:
     def _log_failure(self, msg: Message, error: BaseException) -> None:
         kind = type(error).__name__
         self._log.limited(
-            msg.address or "?",
+            msg.address,
             f"handler: {kind}",
             f"handler failures ({kind})",
             "handler failed on message %s from %s: %r",
@@ -195,5 +214,5 @@ class Workers:
             format_peer(msg.address, msg.port),
             error,
             log=logger,
-            exc_info=error if not isinstance(error, ChirpError) else None,
+            exc_info=None if isinstance(error, (ChirpError, *self._expected_errors)) else error,
         )

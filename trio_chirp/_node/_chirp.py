@@ -15,6 +15,7 @@ Routers and workers, which sit above the node, reach the services they need thro
 from __future__ import annotations
 
 import random
+from abc import ABCMeta
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar, final
@@ -24,7 +25,7 @@ import trio
 from .._address import format_peer, normalize_address
 from .._config import Config
 from .._errors import ConnectionLostError, ShutdownError
-from .._message import Message
+from .._message import Buffer, Message
 from .._ratelimit import LimitedLog
 from .._requests import Requests, Send
 from .._stats import NodeStats
@@ -44,7 +45,7 @@ __all__ = ["Chirp", "NodeServices", "node_services"]
 T = TypeVar("T")
 
 
-class NoPublicConstructor(type):
+class NoPublicConstructor(ABCMeta):
     """A metaclass whose classes cannot be called; their module makes instances with ``_create``.
 
     A ``Chirp`` only works inside the nursery ``open_chirp`` opens for it, so calling
@@ -76,8 +77,12 @@ class NodeServices:
 
 
 @final
-class Chirp(metaclass=NoPublicConstructor):
-    """A running node. Made by ``open_chirp()`` / ``serve_chirp()``, not directly."""
+class Chirp(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
+    """A running node. Made by ``open_chirp()`` / ``serve_chirp()``, not directly.
+
+    A ``trio.abc.AsyncResource``: ``aclose()`` closes it gracefully (as leaving the
+    ``open_chirp`` block normally does).
+    """
 
     def __init__(
         self,
@@ -181,7 +186,7 @@ class Chirp(metaclass=NoPublicConstructor):
         """
         return await self._requests.request(message, synchronous=synchronous, auto_release=auto_release)
 
-    async def reply(self, request: Message, data: bytes, *, header: bytes = b"") -> None:
+    async def reply(self, request: Message, data: Buffer, *, header: Buffer = b"") -> None:
         """Answer a received ``request``: write the response, then release the request with ACK.
 
         Returns once the response is handed to the OS and the request is released, so the
@@ -250,7 +255,7 @@ class Chirp(metaclass=NoPublicConstructor):
         )
 
     async def aclose(self) -> None:
-        """Close the node gracefully (docs/protocol.md 7.4 "abort all", with a grace period for ACKs).
+        """Close the node gracefully: libchirp's "abort all" (docs/protocol.md, section 7.4), with a grace.
 
         Stops accepting, fails queued messages with ``ShutdownError``, waits at most
         ``config.timeout`` for the ACKs of written synchronous messages, then closes

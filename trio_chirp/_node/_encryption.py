@@ -1,7 +1,7 @@
 """The plaintext rule and the TLS preludes: which connections are encrypted, and how they start.
 
 libchirp sends plaintext only between the address literals 127.0.0.1 and ::1, as each end
-sees the other (docs/protocol.md 2.2, docs/tls.md); everything else is TLS. A node without
+sees the other (docs/protocol.md, section 2.2, docs/tls.md); everything else is TLS. A node without
 certificates can therefore neither dial nor accept a non-local peer, and says so in a
 ``TLSError`` that names the address and the fix. A node with certificates sniffs the first
 bytes of every accepted stream (``_sniff.py``): a ClientHello starts TLS, plaintext is

@@ -230,7 +230,7 @@ class Links:
         remotes = self._remotes
         if conn.outgoing_remote is not None:
             # Attach to the remote we dialled, whatever port the peer announces
-            # (libchirp re-keys by the announced port, docs/protocol.md 1.2 / sharp edge 11).
+            # (libchirp re-keys by the announced port, docs/protocol.md, section 1.2; sharp edge 11).
             remote = conn.outgoing_remote
             remote.connecting = False
         else:

@@ -29,6 +29,8 @@ class NodeLog:
         self._start_soon = start_soon
         self._limiter = LogLimiter()
         self._summary_timer = False
+        self._channels: dict[tuple[str, str], logging.Logger] = {}
+        """The logger each key logged its first event on: its summary line goes there too."""
 
     def limited(
         self,
@@ -44,9 +46,15 @@ class NodeLog:
 
         ``what`` names the failures in the summary ("connection failures").
         """
-        log_now, summary_due = self._limiter.record(trio.current_time(), address, kind, what)
+        limiter = self._limiter
+        window = limiter.window_end
+        log_now, summary_due = limiter.record(trio.current_time(), address, kind, what)
+        if limiter.window_end != window:
+            self._channels.clear()  # a new window: nothing of the last one is left to summarise
         if log_now:
             log.warning(msg, *args, exc_info=exc_info)
+            if log is not logger:
+                self._channels[(address, kind)] = log
         if summary_due and not self._summary_timer:
             self._summary_timer = True
             self._start_soon(self._summarise_repeats)
@@ -58,13 +66,17 @@ class NodeLog:
         try:
             while limiter.pending and limiter.window_end is not None:
                 await trio.sleep_until(limiter.window_end)
-                for line in limiter.summarise():
-                    logger.warning("%s", line)
+                self._write_summary()
         finally:
             self._summary_timer = False
+
+    def _write_summary(self) -> None:
+        channels = self._channels
+        for key, line in self._limiter.summarise_by_key():
+            (logger if key is None else channels.get(key, logger)).warning("%s", line)
+        channels.clear()
 
     def flush(self) -> None:
         """At close: a short-lived node still reports what it would have summarised."""
         if self._limiter.pending:
-            for line in self._limiter.summarise():
-                logger.warning("%s", line)
+            self._write_summary()

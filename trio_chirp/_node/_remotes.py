@@ -1,7 +1,7 @@
 """The remote table: one ``Remote`` per peer node, the reconnect debounce, fail-fast and GC.
 
 * A failed connection makes its remote wait before it dials again (the debounce,
-  docs/protocol.md 7.5): 50 ms plus up to 500 ms of jitter, one timer for all remotes.
+  docs/protocol.md, section 7.5): 50 ms plus up to 500 ms of jitter, one timer for all remotes.
 * A connection *attempt* that failed before the peer's handshake (refused, unreachable,
   TLS) fails every message waiting for it at once, and every send during the debounce
   (libchirp's fail-fast); only a connect timeout leaves messages queued until their own

@@ -1,4 +1,4 @@
-"""Numbers fixed by the libchirp 1.2.1 wire format (PROTOCOL.md sections 2.4 and 3)."""
+"""Numbers fixed by the libchirp 1.2.1 wire format (docs/protocol.md, sections 2.4 and 3)."""
 
 from __future__ import annotations
 

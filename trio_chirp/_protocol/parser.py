@@ -172,7 +172,7 @@ class FrameParser:
         raise AssertionError(f"parser in unknown state {state}")  # pragma: no cover
 
     def _on_head(self, head: FrameHead) -> FrameHead:
-        """Validate a fixed part before any of its payload is consumed (PROTOCOL.md 3.3)."""
+        """Validate a fixed part before any of its payload is consumed (docs/protocol.md, section 3.3)."""
         size = head.header_len + head.data_len  # Python ints: no 32-bit wrap-around
         if size <= self._max_msg_size and not head.type & _CONTROL_BITS:
             self._state = _PAUSED
