@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from trio_chirp import Chirp, Config, Message, open_chirp
-from trio_chirp._protocol import NEED_DATA, FrameHead, FrameParser, encode_handshake
+from trio_chirp._protocol import NEED_DATA, FrameHead, FrameParser, decode_announcement, encode_handshake
 from trio_chirp.testing import MemoryNetwork, MemoryStream
 
 A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"
@@ -92,4 +92,8 @@ class FakePeer:
             self.events.append((trio.current_time(), event))
 
     def frames(self) -> list[FrameHead]:
+        """Every frame the node sent, but its announcement (as a libchirp peer sees them)."""
+        return [e for e in self.all_frames() if not (e.is_noop and decode_announcement(e.identity))]
+
+    def all_frames(self) -> list[FrameHead]:
         return [e for _, e in self.events if isinstance(e, FrameHead)]

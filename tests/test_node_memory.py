@@ -22,7 +22,15 @@ from trio_chirp import (
     open_chirp,
     serve_chirp,
 )
-from trio_chirp._protocol import NEED_DATA, DataFrame, FrameHead, FrameParser, Handshake, encode_handshake
+from trio_chirp._protocol import (
+    NEED_DATA,
+    DataFrame,
+    FrameHead,
+    FrameParser,
+    Handshake,
+    encode_announcement,
+    encode_handshake,
+)
 from trio_chirp.testing import MemoryNetwork
 
 
@@ -87,7 +95,10 @@ async def test_incoming_connection_must_handshake_in_time(autojump_clock: trio.a
         while chunk := await stream.receive_some(1000):
             received += chunk
         assert trio.current_time() - start == pytest.approx(0.25)
-        assert received == encode_handshake(a.port, a.identity)
+        # Our handshake, and our announcement in the same write (a synchronous node: 1 slot).
+        assert received == encode_handshake(a.port, a.identity) + encode_announcement(
+            1, a.config.max_msg_size
+        )
         assert a.statistics().errors == {"ChirpTimeoutError": 1}
 
 

@@ -97,6 +97,9 @@ async def test_tls_between_non_local_nodes_both_ways(pki: PKISet, autojump_clock
         back = await deliver(b, a, to(A, b"to alpha"))  # the same connection, the other way
         assert (back.data, back.address) == (b"to alpha", B)
         assert a.statistics().errors == b.statistics().errors == {}
+        # Each announced itself inside TLS, and each learned the other is trio_chirp.
+        assert [r.trio_chirp_version for r in a.statistics().remotes] == [1]
+        assert [r.trio_chirp_version for r in b.statistics().remotes] == [1]
     [server] = seen_a.peers
     assert (server.common_name, server.address, server.port, server.outgoing) == ("beta", B, PORT, True)
     [client] = seen_b.peers

@@ -362,3 +362,73 @@ def test_allow_entries_are_checked_when_the_router_is_made() -> None:
         AllowList([("10.0.0.1", 0)])
     with pytest.raises(TypeError, match=r"'ip/network' or \(address, port\)"):
         AllowList([42])  # type: ignore[list-item]
+
+
+# --- 2 (second half). a plain synchronous send learns of a failure at once, between trio_chirp nodes
+
+
+async def test_a_plain_synchronous_send_to_a_failing_handler_fails_at_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    async with (
+        node(net, B, synchronous=False) as worker,
+        node(net, A, timeout=5.0) as producer,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(failing_handler(worker).run)
+        start = trio.current_time()
+        with pytest.raises(RemoteError, match="ValueError: cannot handle b'plain'"):
+            await producer.send(Message(b"plain", address=B, port=PORT))  # no caller deadline: no map
+        assert trio.current_time() == start, "at once, not at config.timeout"
+        (remote,) = producer.statistics().remotes
+        assert remote.trio_chirp_version == 1
+        (back,) = worker.statistics().remotes
+        assert back.trio_chirp_version == 1
+        nursery.cancel_scope.cancel()
+
+
+async def _raw_libchirp_producer(net: MemoryNetwork, ip: str, frame: bytes) -> list[object]:
+    """A peer that speaks like libchirp (no announcement, no map): sends ``frame``, returns what came back."""
+    from trio_chirp._protocol import NEED_DATA, FrameParser, encode_handshake
+
+    stream, _ = await net.host(A).connect(ip, PORT)
+    await stream.send_all(encode_handshake(PORT, bytes(range(16))) + frame)
+    parser = FrameParser(1 << 20)
+    events: list[object] = []
+    with trio.move_on_after(10):
+        while chunk := await stream.receive_some(65536):
+            parser.receive_data(chunk)
+            while (event := parser.next_event()) is not NEED_DATA:
+                events.append(event)
+    await stream.aclose()
+    return events
+
+
+@pytest.mark.parametrize("via_router", [False, True])
+async def test_a_libchirp_producer_never_gets_an_error_response(
+    autojump_clock: trio.abc.Clock, via_router: bool
+) -> None:
+    from trio_chirp._protocol import TYPE_REQ_ACK, DataFrame, FrameHead, encode_frame
+
+    net = MemoryNetwork()
+    async with (
+        node(net, C, synchronous=False) as worker,
+        node(net, B) as router_node,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(failing_handler(worker).run)
+        router = Router(router_node, lambda msg: (C, PORT))
+        await nursery.start(router.run)
+        identity = bytes([7]) * 16
+        frame = encode_frame(identity, 1, TYPE_REQ_ACK, b"", b"job")
+        events = await _raw_libchirp_producer(net, B if via_router else C, frame)
+        heads = [e for e in events if isinstance(e, FrameHead)]
+        assert [e for e in events if isinstance(e, DataFrame)] == [], "no error response to libchirp"
+        assert [h for h in heads if h.is_ack] == [], "and no ACK: never a false success"
+        assert [h for h in heads if h.is_noop and h.identity != bytes(16)] != [], "it saw our announcement"
+        if via_router:
+            assert router.statistics().failed == {"next hop failed": 1}
+        else:
+            assert router.statistics().failed == {}
+        nursery.cancel_scope.cancel()

@@ -42,7 +42,18 @@ from ._header import ChirpMeta
 from ._header import split as split_header
 from ._inbox import Budget
 from ._message import Message, cost_of, received_message
-from ._protocol import NEED_DATA, DataFrame, FrameHead, FrameParser, Handshake, encode_handshake
+from ._protocol import (
+    NEED_DATA,
+    ZERO_IDENTITY,
+    Announcement,
+    DataFrame,
+    FrameHead,
+    FrameParser,
+    Handshake,
+    decode_announcement,
+    encode_announcement,
+    encode_handshake,
+)
 from ._remote import Outgoing, Remote, lost_error
 from ._slots import SlotPool
 from ._sniff import HELLO_PORT, client_hello_verdict
@@ -147,6 +158,9 @@ class Connection:
         self.outgoing = outgoing_remote is not None
         self.remote: Remote[Connection] | None = None
         self.peer_identity: bytes | None = None
+        self.peer_announcement: Announcement | None = None
+        """What a trio_chirp peer announced on this connection (``_protocol/announce.py``);
+        None until it arrives, and for libchirp and older trio_chirp peers."""
         self.peer_port: int | None = None
         self.slots = SlotPool(config.effective_slots, budget)
         is_broken = getattr(stream, "is_broken", None)
@@ -330,6 +344,11 @@ class Connection:
                         await self.slots.acquire(cost, self._is_broken)
                         self.waiting_for_slot = False
                 elif event.is_noop:
+                    if event.identity != ZERO_IDENTITY and self.peer_announcement is None:
+                        announcement = decode_announcement(event.identity)
+                        if announcement is not None:
+                            self.peer_announcement = announcement
+                            continue
                     traffic.noops_in += 1
                     now = trio.current_time()
                     self.last_activity = now
@@ -395,8 +414,14 @@ class Connection:
 
     # --- writer ------------------------------------------------------------------------
     async def _writer(self) -> None:
-        handshake = self._owner.our_handshake()
-        await self._write([handshake], what="handshake", start=trio.current_time())
+        # Our handshake, and in the same write our announcement: the peer learns that we are
+        # trio_chirp before any other frame of ours (libchirp takes it for a keep-alive).
+        config = self.config
+        opening = [
+            self._owner.our_handshake(),
+            encode_announcement(config.effective_slots, config.max_msg_size),
+        ]
+        await self._write(opening, what="handshake", start=trio.current_time())
         await self._attached.wait()
         remote = self.remote
         assert remote is not None

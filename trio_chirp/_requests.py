@@ -198,6 +198,9 @@ class SendState(Protocol):
     def settle_in_flight(self, key: RemoteKey, identity: bytes, error: ChirpError) -> bool:
         """Fail that message with ``error`` if it has ``identity``; True if it did."""
 
+    def peer_announced(self, key: RemoteKey) -> bool:
+        """Whether the peer at ``key`` announced itself as trio_chirp (so it reads error responses)."""
+
 
 _RESPONSE = SendOptions(wait_until_written=True, deadline_travels=False)
 """A response: written before its request is released, no deadline travels back."""
@@ -326,10 +329,19 @@ class Requests:
 
     # --- failing a message --------------------------------------------------------------------
     def can_answer_with_error(self, request_msg: Message) -> bool:
-        """Only a peer whose frame carried our map understands an error response, and only one
-        that waits for the message (a request, or one that asked for an ACK) needs it."""
+        """Only a trio_chirp peer understands an error response (its frame carried our map, or
+        it announced itself on the connection), and only one that waits for the message (a
+        request, or one that asked for an ACK) needs it. libchirp never gets one."""
+        if not self._config.header_map:
+            return False
         meta = meta_of(request_msg)
-        return self._config.header_map and meta is not None and (meta.request or request_msg.ack_requested)
+        waits = (meta is not None and meta.request) or request_msg.ack_requested
+        return waits and self.understands_error_responses(request_msg)
+
+    def understands_error_responses(self, msg: Message) -> bool:
+        """Whether the sender of ``msg`` is trio_chirp: its frame carried our map, or it
+        announced itself on its connection."""
+        return meta_of(msg) is not None or self._in_flight.peer_announced((msg.address, msg.port))
 
     async def fail_message(self, msg: Message, error: BaseException, hop: str) -> bool:
         """Settle a message that could not be delivered or handled here; True if an error response went.

@@ -102,14 +102,16 @@ class RouterStats:
 
 
 class _Entry:
-    __slots__ = ("deadline", "identity", "prev", "prev_has_map", "returned", "returning")
+    __slots__ = ("deadline", "identity", "prev", "prev_is_trio_chirp", "returned", "returning")
 
-    def __init__(self, identity: bytes, prev: tuple[str, int], deadline: float, prev_has_map: bool) -> None:
+    def __init__(
+        self, identity: bytes, prev: tuple[str, int], deadline: float, prev_is_trio_chirp: bool
+    ) -> None:
         self.identity = identity
         self.prev = prev
         self.deadline = deadline
-        self.prev_has_map = prev_has_map
-        """Whether the producer's frame carried our map (so it understands error responses)."""
+        self.prev_is_trio_chirp = prev_is_trio_chirp
+        """Whether the producer is trio_chirp (its map or its announcement): it reads error responses."""
         self.returning = False
         self.returned = trio.Event()
 
@@ -315,7 +317,9 @@ class Router:
             self._forget(first)
         if msg.identity in entries:
             return None
-        entry = _Entry(msg.identity, (msg.address, msg.port), until, meta_of(msg) is not None)
+        entry = _Entry(
+            msg.identity, (msg.address, msg.port), until, self._requests.understands_error_responses(msg)
+        )
         try:
             self._requests.expect(msg.identity, next_key, lambda r: self._on_response(entry, r))
         except MessageInUseError:
@@ -347,7 +351,7 @@ class Router:
         meta = meta_of(response)
         error = None if meta is None else meta.error
         try:
-            if error is not None and not entry.prev_has_map:
+            if error is not None and not entry.prev_is_trio_chirp:
                 # The producer would take it for an empty response.
                 self._failed["error response not understood upstream"] += 1
                 return

@@ -64,6 +64,10 @@ class RemoteStats:
     """The most recent failure with this remote (a connection's or a send's), as text."""
     last_error_at: float | None
     """When ``last_error`` happened, in ``trio.current_time()``."""
+    trio_chirp_version: int | None
+    """The announcement version the peer sent on the current connection: it is trio_chirp
+    (docs/protocol.md, "The trio_chirp announcement"). None: libchirp, an older trio_chirp,
+    or not connected."""
 
 
 @final

@@ -78,6 +78,8 @@ async def test_trio_dials_libchirp_over_tls_and_gets_the_echo(
             peer.identity,
         )
         assert chirp.statistics().errors == {}
+        # Our announcement went first inside TLS; libchirp took it, and is treated as libchirp.
+        assert [r.trio_chirp_version for r in chirp.statistics().remotes] == [None]
     [server] = seen.peers  # libchirp answered on our connection: one handshake
     assert (server.common_name, server.outgoing, server.version) == ("beta", True, "TLSv1.3")
 
@@ -102,6 +104,7 @@ async def test_libchirp_dials_our_127_0_0_3_encrypted_from_127_0_0_1_and_we_snif
         outcome = await peer.wait_sent(send_id)
         assert outcome["ok"], outcome  # in sync mode our ACK went back inside TLS
         assert chirp.statistics().errors == {}
+        assert [r.trio_chirp_version for r in chirp.statistics().remotes] == [None]
     [client] = seen.peers
     assert (client.common_name, client.address, client.outgoing, client.version) == (
         "beta",

@@ -190,6 +190,12 @@ class RemoteTable:
         out = None if remote is None else remote.in_flight
         return out is not None and out.identity == identity
 
+    def peer_announced(self, key: RemoteKey) -> bool:
+        """Whether the peer at ``key`` announced itself as trio_chirp on its current connection."""
+        remote = self._remotes.get(key)
+        conn = None if remote is None else remote.current
+        return conn is not None and conn.peer_announcement is not None
+
     def settle_in_flight(self, key: RemoteKey, identity: bytes, error: ChirpError) -> bool:
         """Fail the synchronous message in flight to ``key`` if it has ``identity`` (an error response)."""
         remote = self._remotes.get(key)

@@ -9,11 +9,17 @@ from .._requests import Requests
 from .._stats import NodeStats, RemoteStats
 from ._delivery import Delivery
 from ._links import Links
-from ._remotes import RemoteTable
+from ._remotes import NodeRemote, RemoteTable
 from ._sending import Sender
 from ._state import NodeState
 
 __all__ = ["node_statistics"]
+
+
+def _announced_version(remote: NodeRemote) -> int | None:
+    conn = remote.current
+    announcement = None if conn is None else conn.peer_announcement
+    return None if announcement is None else announcement.version
 
 
 def node_statistics(
@@ -44,6 +50,7 @@ def node_statistics(
             slots_in_use=slots_by_remote[key],
             last_error=None if remote.last_error is None else str(remote.last_error),
             last_error_at=remote.last_error_at,
+            trio_chirp_version=_announced_version(remote),
         )
         for key, remote in remotes.items()
     )

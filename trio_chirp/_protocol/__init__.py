@@ -4,6 +4,7 @@ Everything here is pure functions over bytes and one incremental parser, so it c
 tested byte for byte against captures of the real libchirp and fuzzed without I/O.
 """
 
+from .announce import Announcement, decode_announcement, encode_announcement
 from .codec import (
     check_frame_lengths,
     decode_frame,
@@ -36,6 +37,7 @@ __all__ = [
     "TYPE_NOOP",
     "TYPE_REQ_ACK",
     "ZERO_IDENTITY",
+    "Announcement",
     "DataFrame",
     "Event",
     "FrameHead",
@@ -43,9 +45,11 @@ __all__ = [
     "Handshake",
     "NeedData",
     "check_frame_lengths",
+    "decode_announcement",
     "decode_frame",
     "decode_handshake",
     "encode_ack",
+    "encode_announcement",
     "encode_frame",
     "encode_frame_head",
     "encode_handshake",
