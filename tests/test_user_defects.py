@@ -14,7 +14,18 @@ import trio
 import trio.testing
 from memnet_helpers import PORT, A, B, C, node
 
-from trio_chirp import Chirp, ChirpTimeoutError, Config, Message, RemoteError, Router, Workers, open_chirp
+from trio_chirp import (
+    Chirp,
+    ChirpTimeoutError,
+    Config,
+    Message,
+    MessageTooLargeError,
+    RemoteError,
+    Router,
+    Workers,
+    open_chirp,
+)
+from trio_chirp._protocol import NEED_DATA
 from trio_chirp.testing import MemoryNetwork
 
 
@@ -432,3 +443,124 @@ async def test_a_libchirp_producer_never_gets_an_error_response(
         else:
             assert router.statistics().failed == {}
         nursery.cancel_scope.cancel()
+
+
+# --- 4. an oversized message: the sender learns about size ---------------------------------------
+
+
+@pytest.mark.parametrize("synchronous", [True, False])
+async def test_a_message_above_the_peers_announced_limit_is_refused_before_it_is_written(
+    autojump_clock: trio.abc.Clock, synchronous: bool
+) -> None:
+    net = MemoryNetwork()
+    got: list[int] = []
+    async with (
+        node(net, B, synchronous=False, max_msg_size=1024) as receiver,
+        node(net, A, synchronous=synchronous) as sender,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(_take_all, receiver, got)
+        await sender.send(Message(b"small", address=B, port=PORT))
+        await sender.flush(B, PORT)
+        await trio.testing.wait_all_tasks_blocked()
+        before = receiver.statistics().messages_in
+        with pytest.raises(MessageTooLargeError, match=r"message of 2048 bytes .* above the max_msg_size of"):
+            await sender.send(Message(b"x" * 2000, header=b"h" * 48, address=B, port=PORT))
+        with pytest.raises(MessageTooLargeError, match=rf"{B}:{PORT} \(1024 bytes, as it announced\)"):
+            await sender.send(Message(b"x" * 1025, address=B, port=PORT))
+        await sender.send(Message(b"x" * 1024, address=B, port=PORT))  # exactly the limit: fine
+        await sender.flush(B, PORT)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [5, 1024]
+        assert receiver.statistics().messages_in == before + 1
+        assert receiver.statistics().connections == 1
+        nursery.cancel_scope.cancel()
+
+
+async def _take_all(chirp: Chirp, got: list[int]) -> None:
+    async for msg in chirp:
+        got.append(len(msg.data))
+        msg.release()
+
+
+async def test_an_oversized_first_message_fails_once_the_announcement_is_known(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    got: list[int] = []
+    async with (
+        node(net, B, synchronous=False, max_msg_size=1024) as receiver,
+        node(net, A) as sender,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(_take_all, receiver, got)
+        # Nothing is known before the connection: the message waits for it, then fails.
+        with pytest.raises(MessageTooLargeError, match="as it announced"):
+            await sender.send(Message(b"x" * 4096, address=B, port=PORT))
+        assert receiver.statistics().messages_in == 0
+        await sender.send(Message(b"fine", address=B, port=PORT))
+        assert got == [4]
+        assert receiver.statistics().connections == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_oversized_frame_from_an_announced_peer_is_skipped_and_answered(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    from trio_chirp._header import split as split_header
+    from trio_chirp._protocol import (
+        TYPE_REQ_ACK,
+        DataFrame,
+        FrameParser,
+        encode_announcement,
+        encode_frame,
+        encode_handshake,
+    )
+
+    net = MemoryNetwork()
+    async with node(net, B, synchronous=False, max_msg_size=1024) as receiver:
+        # A trio_chirp peer that announced itself but did not check our limit (a race).
+        stream, _ = await net.host(A).connect(B, PORT)
+        too_big = bytes([9]) * 16
+        await stream.send_all(
+            encode_handshake(PORT, bytes(range(16)))
+            + encode_announcement(1, 1 << 20)
+            + encode_frame(too_big, 1, TYPE_REQ_ACK, b"", b"y" * 5000)
+            + encode_frame(bytes([8]) * 16, 2, 0, b"", b"after it")
+        )
+        msg = await receiver.receive()
+        assert msg.data == b"after it", "the connection and what followed on it survived"
+        msg.release()
+        parser = FrameParser(1 << 20)
+        frames: list[DataFrame] = []
+        while not frames:
+            parser.receive_data(await stream.receive_some(65536))
+            frames += [e for e in iter(parser.next_event, NEED_DATA) if isinstance(e, DataFrame)]
+        (answer,) = frames
+        assert answer.head.identity == too_big
+        _, meta, _ = split_header(answer.header)
+        assert meta is not None
+        assert meta.error is not None
+        assert meta.error.kind == "MessageTooLargeError"
+        assert "5000 bytes (header + data) is above the receiver's max_msg_size of 1024" in meta.error.text
+        stats = receiver.statistics()
+        assert (stats.oversized_refused, stats.connections, stats.errors) == (1, 1, {})
+        assert stats.unreleased == 0
+        await stream.aclose()
+
+
+async def test_an_oversized_frame_from_libchirp_still_closes_the_connection(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    from trio_chirp._protocol import encode_frame, encode_handshake
+
+    net = MemoryNetwork()
+    async with node(net, B, synchronous=False, max_msg_size=1024) as receiver:
+        stream, _ = await net.host(A).connect(B, PORT)
+        await stream.send_all(
+            encode_handshake(PORT, bytes(range(16))) + encode_frame(bytes(16), 1, 0, b"", b"z" * 5000)
+        )
+        while await stream.receive_some(65536):
+            pass  # our handshake and announcement, then the close
+        assert receiver.statistics().errors == {"MessageTooLargeError": 1}
+        assert receiver.statistics().oversized_refused == 0

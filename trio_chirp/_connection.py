@@ -50,6 +50,7 @@ from ._protocol import (
     FrameHead,
     FrameParser,
     Handshake,
+    OversizedFrame,
     decode_announcement,
     encode_announcement,
     encode_handshake,
@@ -92,6 +93,11 @@ def _join_small(parts: list[bytes] | list[memoryview], large: int) -> list[bytes
     return groups
 
 
+SKIP_OVERSIZED_UP_TO: Final = 64 * 1024 * 1024
+"""The largest frame an announced peer may send above our ``max_msg_size`` and only have
+refused (skipped unread); anything larger still closes the connection."""
+
+
 Prelude = Callable[["Connection"], Awaitable[tuple[trio.abc.Stream, bytes]]]
 """What runs on a connection before its reader and writer (sniffing, the TLS handshake)."""
 
@@ -112,6 +118,9 @@ class ConnectionOwner(Protocol):
 
     def on_bad_header(self, conn: Connection) -> None:
         """A header started like our map but was malformed (the message is delivered untouched)."""
+
+    def on_oversized(self, conn: Connection, head: FrameHead) -> None:
+        """An announced peer sent a frame above our ``max_msg_size``; it was skipped unread."""
 
     def client_hello_refused(self, address: str) -> ChirpError:
         """The error for a TLS ClientHello where this node expected a plaintext handshake."""
@@ -348,6 +357,11 @@ class Connection:
                         announcement = decode_announcement(event.identity)
                         if announcement is not None:
                             self.peer_announcement = announcement
+                            # A trio_chirp peer is told about an oversized message instead of
+                            # losing the connection (and everything else on it).
+                            parser.skip_oversized_up_to = SKIP_OVERSIZED_UP_TO
+                            if self.remote is not None:
+                                self.remote.peer_max_msg_size = announcement.max_msg_size
                             continue
                     traffic.noops_in += 1
                     now = trio.current_time()
@@ -392,6 +406,10 @@ class Connection:
                         head.header_len + head.data_len,
                     ),
                 )
+            elif cls is OversizedFrame:
+                assert isinstance(event, OversizedFrame)
+                traffic.messages_in += 1
+                owner.on_oversized(self, event.head)
             else:
                 assert isinstance(event, Handshake)
                 if (

@@ -25,13 +25,16 @@ from typing import Final, Generic, Protocol, TypeVar
 import trio
 
 from ._address import RemoteKey, format_peer
-from ._errors import ChirpError, ChirpTimeoutError, ConnectionLostError, ShutdownError
+from ._errors import ChirpError, ChirpTimeoutError, ConnectionLostError, MessageTooLargeError, ShutdownError
 from ._header import ChirpMeta, add_to_header
 from ._message import Message
 from ._protocol import FRAME_HEAD_SIZE, TYPE_ACK, TYPE_NOOP, TYPE_REQ_ACK, ZERO_IDENTITY, pack_frame_head
 from ._protocol.constants import MAX_SERIAL
 
-__all__ = ["Link", "Outgoing", "OutgoingState", "Remote", "lost_error"]
+__all__ = ["NO_LIMIT", "Link", "Outgoing", "OutgoingState", "Remote", "lost_error", "too_large_error"]
+
+NO_LIMIT: Final = 1 << 64
+"""``peer_max_msg_size`` of a peer that announced none (libchirp): the wire's own limits apply."""
 
 COALESCE_BYTES: Final = 256 * 1024
 """The writer joins queued frames into one write up to about this many bytes."""
@@ -125,7 +128,7 @@ class Outgoing:
             self.waiter.set()
 
     async def wait(self) -> None:
-        if self.state is OutgoingState.DONE:
+        if self.state is OutgoingState.DONE or self.state is OutgoingState.WITHDRAWN:
             await trio.lowlevel.checkpoint()
             return
         if self.waiter is None:
@@ -174,6 +177,8 @@ class Remote(Generic[L]):
         a "still connecting" timeout (never a send's own error, which would chain them)."""
         self.connect_error: ChirpError | None = None
         """Set while debouncing after a failed connection attempt: sends raise it at once."""
+        self.peer_max_msg_size = NO_LIMIT
+        """What the peer announced on the current connection it accepts (header + data)."""
         self.unwritten_async = 0  # async messages accepted and not yet written or failed
         self.async_failures: list[ChirpError] = []
         self.writer_lot = trio.lowlevel.ParkingLot()  # writers wait here for work
@@ -259,6 +264,16 @@ class Remote(Generic[L]):
                 self.withdraw(out, describe(out))
         self._compact()
 
+    def _refuse(self, out: Outgoing, error: ChirpError) -> None:
+        """A message taken from the queue that cannot be written: it fails, nothing is sent."""
+        out.state = OutgoingState.WITHDRAWN
+        out.error = error
+        if out.synchronous:
+            if out.waiter is not None:
+                out.waiter.set()
+        else:
+            self._async_lost(out, error)
+
     def _compact(self) -> None:
         queue = self.queue
         while queue and queue[0].state is not OutgoingState.QUEUED:
@@ -320,6 +335,10 @@ class Remote(Generic[L]):
                 self._async_lost(out, ChirpTimeoutError(f"message expired in the queue for {self}"))
                 continue
             header, data = out.header, out.data
+            if len(header) + len(data) > self.peer_max_msg_size:
+                # Queued before the peer's announcement said what it takes.
+                self._refuse(out, too_large_error(len(header) + len(data), self))
+                continue
             meta = out.meta
             if meta is not None:
                 if out.travel is not None:
@@ -419,6 +438,7 @@ class Remote(Generic[L]):
             self.old.add(previous)
         self.old.discard(conn)
         self.current = conn
+        self.peer_max_msg_size = NO_LIMIT  # learned afresh from this connection's announcement
         self.connect_error = None  # reachable after all (e.g. its own dial reached us)
         self.last_activity = trio.current_time()
         self.writer_lot.unpark_all()
@@ -467,3 +487,12 @@ def lost_error(cause: BaseException) -> ChirpError:
     error = ConnectionLostError(f"connection lost: {cause!r}")
     error.__cause__ = cause
     return error
+
+
+def too_large_error(size: int, remote: Remote[L]) -> MessageTooLargeError:
+    """A message the peer announced it would refuse: said before a byte of it is written."""
+    return MessageTooLargeError(
+        f"message of {size} bytes (header + data) is above the max_msg_size of"
+        f" {format_peer(remote.address, remote.port)} ({remote.peer_max_msg_size} bytes, as it"
+        " announced); not sent"
+    )

@@ -327,6 +327,30 @@ class Requests:
         meta = meta_of(message)
         return meta is not None and meta.request
 
+    async def refuse_oversized(
+        self, key: RemoteKey, identity: bytes, size: int, limit: int, hop: str
+    ) -> None:
+        """Tell a trio_chirp sender that its message ``identity`` was refused for its size.
+
+        Its ``send()``/``request()`` fails at once with ``RemoteError`` (kind
+        ``MessageTooLargeError``); the message was never ACKed. A failure to write this
+        only costs the sender its timeout, as without it.
+        """
+        info = ErrorInfo(
+            kind="MessageTooLargeError",
+            text=f"{size} bytes (header + data) is above the receiver's max_msg_size of {limit} bytes;"
+            " refused unread, the connection kept",
+            hop=hop,
+        )
+        response = Message(b"", address=key[0], port=key[1])
+        response.identity = identity
+        try:
+            await self._send(response, False, SendOptions(ChirpMeta(error=info), True, False))
+        except ChirpError as exc:
+            logger.info("error response for oversized message %s not sent: %s", identity.hex(), exc)
+            return
+        self.error_responses_out += 1
+
     # --- failing a message --------------------------------------------------------------------
     def can_answer_with_error(self, request_msg: Message) -> bool:
         """Only a trio_chirp peer understands an error response (its frame carried our map, or

@@ -126,6 +126,9 @@ class NodeStats:
     """Error responses that matched no waiting send or request (released, not delivered)."""
     header_errors: int
     """Frames whose header started like our map but was malformed (delivered untouched)."""
+    oversized_refused: int
+    """Messages of announced trio_chirp peers above ``max_msg_size``, skipped unread and
+    answered with an error response (the connection kept)."""
     errors: Mapping[str, int]
     """Connection failures (including failed connection attempts) by exception class name."""
     send_errors: Mapping[str, int]

@@ -103,7 +103,7 @@ class Chirp(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         self._sender = sender = Sender(state, remotes, encryption, pacer)
         self._send = sender.send
         self._requests = requests = Requests(config, sender.send, remotes, log)
-        self._delivery = delivery = Delivery(config, requests, log)
+        self._delivery = delivery = Delivery(config, requests, log, start_soon)
         self._inbox = delivery.inbox
         self._links = Links(state, transport, encryption, remotes, delivery, log, start_soon)
         self._services = NodeServices(requests=requests, send=sender.send, log=log)

@@ -9,21 +9,27 @@ reader, before any queue), or the application's, queued in the ``Inbox`` for
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .._config import Config
 from .._connection import Connection
 from .._errors import ChirpError, ProtocolError
 from .._inbox import Budget, Inbox
 from .._message import Message, meta_of
+from .._protocol import FrameHead
 from .._requests import Requests
 from ._log import NodeLog
 
 __all__ = ["Delivery"]
 
+StartSoon = Callable[..., None]
+
 
 class Delivery:
     """The node's inbox and budget, and the route of every received message."""
 
-    def __init__(self, config: Config, requests: Requests, log: NodeLog) -> None:
+    def __init__(self, config: Config, requests: Requests, log: NodeLog, start_soon: StartSoon) -> None:
+        self._start_soon = start_soon
         self._requests = requests
         self._request_table = requests.table
         self._log = log
@@ -36,6 +42,7 @@ class Delivery:
         self.inbox = Inbox()
         self.leftovers_dropped = 0
         self.header_errors = 0
+        self.oversized_refused = 0
 
     def deliver(self, source: Connection, message: Message) -> None:
         """A received message: an error response, an awaited response, or the application's."""
@@ -61,6 +68,25 @@ class Delivery:
             "%r sent a malformed trio_chirp header map; the message is delivered with its header untouched",
             conn,
         )
+
+    def refuse_oversized(self, conn: Connection, head: FrameHead, limit: int, hop: str) -> None:
+        """An announced peer's message above ``limit`` was skipped unread: counted, logged, and
+        its sender told with an error response (the connection and the rest on it go on)."""
+        self.oversized_refused += 1
+        size = head.header_len + head.data_len
+        self._log.limited(
+            conn.peer_address,
+            "oversized message refused",
+            "oversized messages refused",
+            "message %s of %d bytes from %r refused unread: above max_msg_size=%d (the connection is kept)",
+            head.identity.hex(),
+            size,
+            conn,
+            limit,
+        )
+        if conn.remote is not None:
+            remote = conn.remote
+            self._start_soon(self._requests.refuse_oversized, remote.key, head.identity, size, limit, hop)
 
     def retire(self, conn: Connection, cause: ChirpError) -> None:
         """What a closed connection delivered and the application has not taken yet.

@@ -32,8 +32,9 @@ from .._errors import (
     TLSError,
 )
 from .._limits import Admission
-from .._protocol import Handshake
+from .._protocol import FrameHead, Handshake
 from .._remote import lost_error
+from .._requests import describe_hop
 from .._stats import Traffic
 from .._transport import Transport
 from ._delivery import Delivery
@@ -195,7 +196,8 @@ class Links:
                 )
                 prelude = self._encryption.dial_prelude(remote.address, remote.port, source)
             except TLSError as exc:
-                error = exc
+                # Kept on the remote as its connect error: without this raise's frames (and stream).
+                error = exc.with_traceback(None)
             except OSError as exc:
                 error = CannotConnectError(f"cannot connect to {where}: {exc}")
                 error.__cause__ = exc
@@ -242,6 +244,10 @@ class Links:
             if old.is_broken():
                 old.close(ConnectionLostError(f"{old} was reset by the peer, which reconnected"))
         return remote
+
+    def on_oversized(self, conn: Connection, head: FrameHead) -> None:
+        hop = describe_hop("receiver", self._state.port, self._state.identity)
+        self._delivery.refuse_oversized(conn, head, self._config.max_msg_size, hop)
 
     def _refuse_handshake(self, conn: Connection, handshake: Handshake) -> str | None:
         """Why a peer's handshake cannot be trusted, or None.

@@ -183,7 +183,7 @@ class RemoteTable:
                 if remote.current is not None:
                     remote.current.close(ShutdownError(f"{remote.current} idle for more than {reuse}s"))
 
-    # --- closing ------------------------------------------------------------------------
+    # --- what requests ask (SendState) ----------------------------------------------------
     def awaiting_ack(self, key: RemoteKey, identity: bytes) -> bool:
         """Whether the synchronous message in flight to ``key`` has ``identity``."""
         remote = self._remotes.get(key)
@@ -201,6 +201,7 @@ class RemoteTable:
         remote = self._remotes.get(key)
         return remote is not None and remote.on_error_response(identity, error)
 
+    # --- closing ------------------------------------------------------------------------
     def fail_all_queued(self, error: Callable[[], ChirpError]) -> None:
         """The node is closing: every queued message fails with ``error()``."""
         for remote in self._remotes.values():

@@ -20,7 +20,7 @@ from .._errors import ChirpError, MessageInUseError, ShutdownError
 from .._header import ChirpMeta
 from .._message import Message, SendOptions, in_use, set_in_use
 from .._protocol import check_frame_lengths
-from .._remote import Outgoing, OutgoingState
+from .._remote import Outgoing, OutgoingState, too_large_error
 from ._encryption import Encryption
 from ._remotes import NodeRemote, RemoteTable, copy_error
 from ._state import NodeState
@@ -72,7 +72,8 @@ class Sender:
             if state.closing:
                 raise ShutdownError(f"{state} is closed")
             key = destination_of(message.address, message.port)
-            check_frame_lengths(len(message.header), len(message.data))
+            header_len, data_len = len(message.header), len(message.data)
+            check_frame_lengths(header_len, data_len)
             if self._plaintext_only and self._encryption.needs_tls(key[0]):
                 raise self._encryption.missing_tls_error(key[0])
             if in_use(message):
@@ -84,6 +85,8 @@ class Sender:
             remote = self._remotes.get(key)
             if remote.connect_error is not None and remote.current is None:
                 raise copy_error(remote.connect_error)
+            if header_len + data_len > remote.peer_max_msg_size:
+                raise too_large_error(header_len + data_len, remote)
             if (
                 not sync
                 and not out.confirm

@@ -83,6 +83,7 @@ def node_statistics(
         error_responses_out=requests.error_responses_out,
         unmatched_error_responses=requests.unmatched_error_responses,
         header_errors=delivery.header_errors,
+        oversized_refused=delivery.oversized_refused,
         errors=dict(links.errors),
         send_errors=dict(sender.send_errors),
         messages_in=traffic.messages_in,

@@ -25,7 +25,7 @@ from .constants import (
     TYPE_REQ_ACK,
     ZERO_IDENTITY,
 )
-from .events import NEED_DATA, DataFrame, FrameHead, Handshake, NeedData
+from .events import NEED_DATA, DataFrame, FrameHead, Handshake, NeedData, OversizedFrame
 from .parser import Event, FrameParser
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "FrameParser",
     "Handshake",
     "NeedData",
+    "OversizedFrame",
     "check_frame_lengths",
     "decode_announcement",
     "decode_frame",

@@ -7,7 +7,7 @@ from typing import Final, final
 
 from .constants import TYPE_ACK, TYPE_NOOP, TYPE_REQ_ACK
 
-__all__ = ["NEED_DATA", "DataFrame", "FrameHead", "Handshake", "NeedData"]
+__all__ = ["NEED_DATA", "DataFrame", "FrameHead", "Handshake", "NeedData", "OversizedFrame"]
 
 
 @final
@@ -73,3 +73,15 @@ class DataFrame:
     head: FrameHead
     header: bytes
     data: bytes
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class OversizedFrame:
+    """A data frame above ``max_msg_size`` that the parser skips instead of failing.
+
+    Only when the caller allowed it (``FrameParser.skip_oversized_up_to``): its payload is
+    consumed and dropped as it arrives, never buffered, and the stream goes on.
+    """
+
+    head: FrameHead

@@ -6,7 +6,9 @@ until it returns ``NEED_DATA``. Events, in stream order:
 * one :class:`Handshake` (unless the parser was made with ``expect_handshake=False``);
 * for every frame a :class:`FrameHead`, produced as soon as its 27 bytes are complete and
   validated, before any payload is consumed;
-* for a data frame (neither ACK nor NOOP), then a :class:`DataFrame` with the payload.
+* for a data frame (neither ACK nor NOOP), then a :class:`DataFrame` with the payload;
+* for a data frame above ``max_msg_size`` but within ``skip_oversized_up_to`` (0 unless
+  the caller sets it), an :class:`OversizedFrame` instead: its payload is skipped.
 
 The pause between a data frame's head and its payload is what makes receive slots work:
 the caller takes a slot *before* asking for the next event, and while it waits, the parser
@@ -32,11 +34,11 @@ from .constants import (
     TYPE_NOOP,
     TYPE_REQ_ACK,
 )
-from .events import NEED_DATA, DataFrame, FrameHead, Handshake, NeedData
+from .events import NEED_DATA, DataFrame, FrameHead, Handshake, NeedData, OversizedFrame
 
 __all__ = ["Event", "FrameParser"]
 
-Event = Handshake | FrameHead | DataFrame | NeedData
+Event = Handshake | FrameHead | DataFrame | OversizedFrame | NeedData
 
 _HANDSHAKE: Final = 0
 _HEAD: Final = 1
@@ -44,6 +46,7 @@ _PAUSED: Final = 2  # a data frame's head was returned; its payload is next
 _HEADER: Final = 3
 _DATA: Final = 4
 _BROKEN: Final = 5
+_SKIP: Final = 6  # an oversized frame's payload is being dropped
 
 _CONTROL_BITS: Final = TYPE_ACK | TYPE_NOOP
 _EMPTY: Final = b""
@@ -67,7 +70,9 @@ class FrameParser:
         "_need",
         "_parts",
         "_pos",
+        "_skip_left",
         "_state",
+        "skip_oversized_up_to",
     )
 
     def __init__(self, max_msg_size: int, *, expect_handshake: bool = True) -> None:
@@ -84,6 +89,11 @@ class FrameParser:
         self._head: FrameHead | None = None
         self._header = _EMPTY
         self._error: ProtocolError | None = None
+        self._skip_left = 0
+        self.skip_oversized_up_to = 0
+        """A data frame above ``max_msg_size`` but at most this large is skipped (an
+        ``OversizedFrame`` event) instead of breaking the parser; 0: never. The caller sets
+        it for a peer that announced it understands being refused this way."""
 
     @property
     def buffered(self) -> int:
@@ -93,7 +103,7 @@ class FrameParser:
     @property
     def mid_frame(self) -> bool:
         """True when part of a frame has arrived and the rest is awaited (a stall detector's cue)."""
-        return self._state in (_HEADER, _DATA) or bool(self._parts)
+        return self._state in (_HEADER, _DATA, _SKIP) or bool(self._parts)
 
     @property
     def paused(self) -> bool:
@@ -162,6 +172,16 @@ class FrameParser:
             self._head = None
             header, self._header = self._header, _EMPTY
             return DataFrame(head, header, data)
+        if state == _SKIP:
+            chunk, pos = self._chunk, self._pos
+            dropped = min(len(chunk) - pos, self._skip_left)
+            self._pos = pos + dropped
+            self._skip_left -= dropped
+            if self._skip_left:
+                self._chunk, self._pos = _EMPTY, 0
+                return NEED_DATA
+            self._state = _HEAD
+            return self.next_event()
         if state == _HANDSHAKE:
             raw = self._take(HANDSHAKE_SIZE)
             if raw is None:
@@ -171,13 +191,18 @@ class FrameParser:
             return Handshake(port, identity)
         raise AssertionError(f"parser in unknown state {state}")  # pragma: no cover
 
-    def _on_head(self, head: FrameHead) -> FrameHead:
+    def _on_head(self, head: FrameHead) -> FrameHead | OversizedFrame:
         """Validate a fixed part before any of its payload is consumed (docs/protocol.md, section 3.3)."""
         size = head.header_len + head.data_len  # Python ints: no 32-bit wrap-around
-        if size <= self._max_msg_size and not head.type & _CONTROL_BITS:
-            self._state = _PAUSED
-            self._head = head
-            return head
+        if not head.type & _CONTROL_BITS:
+            if size <= self._max_msg_size:
+                self._state = _PAUSED
+                self._head = head
+                return head
+            if size <= self.skip_oversized_up_to:
+                self._state = _SKIP
+                self._skip_left = size
+                return OversizedFrame(head)
         error = self._violation(head, size)
         if error is None:
             return head  # a valid ACK or NOOP: no payload, nothing to pause for
