@@ -50,7 +50,7 @@ def demo(argv: list[str]) -> None:
 
 
 def test(argv: list[str]) -> None:
-    ensure_venv("test")
+    ensure_venv("test,bench")
     _run(BIN / "ruff", "check", "trio_chirp", "tests", "examples", "bench", "dev.py")
     _run(BIN / "ruff", "format", "--check", "trio_chirp", "tests", "examples", "bench", "dev.py")
     _run(PY, "-m", "mypy", "--strict", "trio_chirp")

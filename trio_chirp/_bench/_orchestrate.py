@@ -39,12 +39,19 @@ Progress = Callable[[int], None]
 class Child:
     """A child process whose stdout lines ("TAG {json}") arrive on a queue."""
 
-    def __init__(self, role: str, *extra: str) -> None:
-        cmd = [sys.executable, "-m", "trio_chirp._bench._child", "--role", role, *extra]
+    def __init__(self, role: str, *extra: str, command: list[str] | None = None) -> None:
+        """``role`` of ``_child.py``, or ``command`` (then ``role`` only names it in errors)."""
+        if command is None:
+            cmd = [sys.executable, "-m", "trio_chirp._bench._child", "--role", role, *extra]
+            # The child imports this very trio_chirp (a checkout's, when bench_node.py runs from one).
+            path = [str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+        else:
+            cmd = [*command, *extra]
+            env = {
+                k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+            }
         self.role = role
-        # The child imports this very trio_chirp (a checkout's, when bench_node.py runs from one).
-        path = [str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
         self.lines: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._pump, daemon=True)
@@ -126,7 +133,13 @@ def start_pyspy(child: Child, out: Path, duration: float) -> subprocess.Popen[by
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def run_throughput(w: Workload, args: argparse.Namespace, progress: Progress | None = None) -> dict[str, Any]:
+def run_throughput(
+    w: Workload,
+    args: argparse.Namespace,
+    progress: Progress | None = None,
+    spawn: Callable[..., Child] = Child,
+) -> dict[str, Any]:
+    """One run of a throughput workload; ``spawn(role, *options)`` starts a side (default: ``_child.py``)."""
     timing = ["--mode", w.mode, "--size", str(w.size), "--tasks", str(w.tasks), "--warmup", str(args.warmup)]
     timing += ["--duration", str(args.duration)]
     timing += ["--instrument"] * args.instrument + ["--release-first"] * args.release_first
@@ -135,13 +148,14 @@ def run_throughput(w: Workload, args: argparse.Namespace, progress: Progress | N
     prefix = "raw-" if w.mode.startswith("raw-") else ""
     if args.tls is not None and not prefix:
         timing += ["--tls-dir", str(args.tls)]
-    receiver = Child(prefix + "receiver", *timing)
+    receiver = spawn(prefix + "receiver", *timing)
     sender: Child | None = None
     try:
-        port = receiver.expect("PORT", 10)["port"]
-        sender = Child(prefix + "sender", *timing, "--port", str(port))
+        limit = getattr(args, "child_timeout", None)  # trio-chirp bench --timeout
+        port = receiver.expect("PORT", limit or 10)["port"]
+        sender = spawn(prefix + "sender", *timing, "--port", str(port))
         meter = sender if w.mode in ("echo", "raw-pingpong") else receiver
-        meter.expect("START", 30)
+        meter.expect("START", limit or 30)
         t0 = time.perf_counter()
         cpu0 = receiver.cpu_seconds(), sender.cpu_seconds()
         sys0 = system_busy_seconds()
@@ -150,7 +164,7 @@ def run_throughput(w: Workload, args: argparse.Namespace, progress: Progress | N
             for child in (receiver, sender):
                 out = args.profile / f"{w.name}-{child.role}.txt"
                 spies.append(start_pyspy(child, out, args.duration))
-        result = meter.expect("RESULT", args.duration + 30, progress)
+        result = meter.expect("RESULT", args.duration + (limit or 30), progress)
         wall = time.perf_counter() - t0
         cpu1 = receiver.cpu_seconds(), sender.cpu_seconds()
         sys1 = system_busy_seconds()

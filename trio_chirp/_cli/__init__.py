@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import trio_chirp
 
-from . import _client, _make_pki, _serve
+from . import _bench, _client, _make_pki, _serve
 
 __all__ = ["main"]
 
@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     _serve.add_parsers(commands)
     _client.add_parsers(commands)
     _make_pki.add_parser(commands)
+    _bench.add_parser(commands)
     return parser
 
 
