@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Project tasks that work on a fresh machine with only python3 and pip.
 
-    python3 dev.py demo    # run the main job: two nodes exchanging messages
+    python3 dev.py demo    # run the main job: a producer, a router and two workers
     python3 dev.py test    # the whole check suite: ruff, mypy --strict, pytest
 
 Both create (or reuse) ``.venv`` inside the checkout, so nothing leaks into the
@@ -53,7 +53,7 @@ def test(argv: list[str]) -> None:
     ensure_venv("test,bench")
     _run(BIN / "ruff", "check", "trio_chirp", "tests", "examples", "bench", "dev.py")
     _run(BIN / "ruff", "format", "--check", "trio_chirp", "tests", "examples", "bench", "dev.py")
-    _run(PY, "-m", "mypy", "--strict", "trio_chirp")
+    _run(PY, "-m", "mypy", "--strict", "trio_chirp", "examples")
     _run(PY, "-m", "pytest", *argv)
 
 

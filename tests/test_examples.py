@@ -26,7 +26,20 @@ def _run(name: str) -> str:
 
 def test_demo() -> None:
     out = _run("demo.py")
-    assert "5 round trips" in out
+    for number, square in ((7, 49), (12, 144), (30, 900)):
+        assert re.search(
+            rf"^  worker [12]: squares {number}, with 0\.[89]\d s of the producer's deadline left$", out, re.M
+        )
+        assert re.search(rf"^producer: {square} in [\d.]+ ms, via 127\.0\.0\.1:\d+$", out, re.M), out
+    failed = re.search(
+        r"^producer: failed after ([\d.]+) ms, not 1 s: ValueError at worker on port \d+", out, re.M
+    )
+    assert failed, out
+    assert float(failed.group(1)) < 500  # at once, by an error response: not at the 1 s deadline
+    assert "producer: 3 answered, 1 failed (1 by an error response)" in out
+    assert "router:   3 forwarded, 3 responses returned, failed {'next hop failed': 1}" in out
+    workers = re.findall(r"^  worker [12]: (\d+) handled, (\d+) failed, (\d+) error response", out, re.M)
+    assert [sum(int(w[i]) for w in workers) for i in range(3)] == [3, 1, 1], workers
 
 
 def test_request_reply_example() -> None:
