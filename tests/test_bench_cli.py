@@ -4,8 +4,11 @@ workload each), checking what they write, never the figures (the machine is shar
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +63,38 @@ def test_bench_node_keeps_its_command_line_and_table() -> None:
     assert "  async-100: " in done.stdout
     assert "| workload                                     |   measured |      target |" in done.stdout
     assert "| async one-way 100 B" in done.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals")
+def test_ctrl_c_stops_bench_and_its_processes(tmp_path: Path) -> None:
+    long_run = ["--duration", "60", "--wait-quiet", "0", "--no-progress", "--json", str(tmp_path / "b.json")]
+    with subprocess.Popen(
+        [sys.executable, "-m", "trio_chirp", "bench", "async-1k", "--transport", "plaintext", *long_run],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ) as bench:
+        try:
+            assert bench.stdout is not None
+            line = ""
+            while line != "  measuring for 60 s\n":  # both processes run the workload now
+                line = bench.stdout.readline()
+                assert line, bench.communicate(timeout=10)
+            children = _children(bench.pid)
+            assert len(children) == 2, children  # the receiver and the sender
+            sent = time.monotonic()
+            bench.send_signal(signal.SIGINT)
+            _, err = bench.communicate(timeout=20)
+            took = time.monotonic() - sent
+        finally:
+            bench.kill()
+    assert bench.returncode == 130
+    assert err.endswith("trio-chirp bench: stopped (Ctrl-C)\n"), err
+    assert took < 3.0, took
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()], "children left running"
+    assert not (tmp_path / "b.json").exists()  # nothing half-measured written
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_helpers import Done, Server, cli
+from cli_helpers import ROOT, Done, Server, cli
 from tls_helpers import PKISet
 
 import trio_chirp
@@ -199,3 +203,35 @@ def test_make_pki_still_writes_its_files(tmp_path: Path) -> None:
     assert done.returncode == 0, done.err
     assert (tmp_path / "pki" / "alpha.pem").exists()
     assert f'Config(cert_chain_pem="{tmp_path / "pki" / "alpha.pem"}"' in done.out
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals")
+def test_ctrl_c_stops_a_waiting_request_at_once() -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(20)
+        with subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "trio_chirp",
+                "request",
+                f"127.0.0.1:{silent.getsockname()[1]}",
+                "x",
+                "--timeout=60",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        ) as child:
+            connection, _ = silent.accept()  # the request is waiting for the handshake now
+            with connection:
+                sent = time.monotonic()
+                child.send_signal(signal.SIGINT)
+                _, err = child.communicate(timeout=10)
+                took = time.monotonic() - sent
+    assert child.returncode == 130
+    assert err == "trio-chirp request: stopped (Ctrl-C)\n"
+    assert took < 1.0, took

@@ -61,11 +61,15 @@ class LiveProgress:
 
     def update(self, count: int) -> None:
         """Messages measured so far in this run's window (0 while warming up)."""
-        if self._rich is None or self._task is None or count == 0:
+        if count == 0:
             return
         now = time.perf_counter()
         if not self._started:
             self._started = now
+            if self._rich is None:  # a log says when the window began
+                print(f"  measuring for {self._seconds:g} s", flush=True)
+            return
+        if self._rich is None or self._task is None:
             return
         elapsed = now - self._started
         self._rich.update(
