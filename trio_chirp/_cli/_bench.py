@@ -7,7 +7,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, positive, seconds
+from ._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    Formatter,
+    positive,
+    seconds,
+)
 
 EXAMPLES = """examples:
   trio-chirp bench                                   # every standard workload, plaintext and TLS
@@ -15,6 +24,14 @@ EXAMPLES = """examples:
   trio-chirp bench --reference-python .cache/libchirp-ref/venv/bin/python   # with ratios
 
 """
+
+
+EXIT_CODES = """exit codes:
+  0    done
+  1    a run failed (a process died)
+  2    bad arguments, or no 'cryptography' package for the TLS runs
+  5    a process did not report within --timeout
+  130  stopped by Ctrl-C"""
 
 
 def add_parser(commands: Any) -> None:
@@ -31,11 +48,9 @@ def add_parser(commands: Any) -> None:
             " With --reference-python, the same workloads on libchirp and pyzmq in that interpreter,"
             " and the ratios. The machine should be otherwise idle: each run first waits up to"
             " --wait-quiet seconds for other processes to leave the CPUs alone."
-            " Exit codes: 0 done; 1 a run failed; 2 bad arguments; 5 a process did not report in"
-            " time (--timeout); 130 stopped by Ctrl-C."
         ),
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES + EXIT_CODES,
+        formatter_class=Formatter,
     )
     bench.add_argument(
         "workloads",

@@ -25,6 +25,7 @@ from ._common import (
     EXIT_USAGE,
     CliError,
     Destination,
+    Formatter,
     add_node_options,
     destination,
     format_address,
@@ -60,7 +61,12 @@ def _add_message_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="the final destination, for a router at HOST:PORT to forward to (Message.destination)",
     )
-    add_node_options(parser, port=0, port_help="port this command's node listens on (default: 0, a free one)")
+    add_node_options(
+        parser,
+        port=0,
+        port_help="port this command's node listens on (default: 0, a free one)",
+        timeout_help="give up after this many seconds; the deadline travels with the message",
+    )
 
 
 def add_parsers(commands: Any) -> None:
@@ -69,10 +75,10 @@ def add_parsers(commands: Any) -> None:
         help="send one message synchronously and print the outcome",
         description=(
             "Send DATA to HOST:PORT from a synchronous node and print the outcome once the receiving"
-            " application released it (the ACK). " + EXIT_CODES_HELP
+            " application released it (the ACK)."
         ),
-        epilog=SEND_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=SEND_EXAMPLES + EXIT_CODES_HELP,
+        formatter_class=Formatter,
     )
     _add_message_arguments(send)
     send.set_defaults(run=_send)
@@ -81,10 +87,10 @@ def add_parsers(commands: Any) -> None:
         help="send a request and print the reply",
         description=(
             "Send DATA to HOST:PORT as a request (Chirp.request) and print the response's data."
-            " An error response from a worker or router is printed as the error. " + EXIT_CODES_HELP
+            " An error response from a worker or router is printed as the error."
         ),
-        epilog=REQUEST_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=REQUEST_EXAMPLES + EXIT_CODES_HELP,
+        formatter_class=Formatter,
     )
     _add_message_arguments(request)
     request.set_defaults(run=_request)

@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import socket
 import sys
+import textwrap
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,11 +30,27 @@ EXIT_LISTEN = 4
 EXIT_TIMEOUT = 5
 EXIT_INTERRUPTED = 130
 
-EXIT_CODES_HELP = (
-    "exit codes: 0 done; 1 the message failed (lost connection, error response, TLS);"
-    " 2 bad arguments (invalid address, unknown host, bad option or file); 3 cannot connect"
-    " (refused, unreachable); 4 cannot listen (port in use); 5 timed out; 130 stopped by Ctrl-C"
-)
+EXIT_CODES_HELP = """exit codes:
+  0    done
+  1    the message failed (lost connection, error response, TLS)
+  2    bad arguments (invalid address, unknown host, bad option or file)
+  3    cannot connect (refused, unreachable)
+  4    cannot listen (port in use)
+  5    timed out (--timeout)
+  130  stopped by Ctrl-C"""
+
+
+class Formatter(argparse.HelpFormatter):
+    """Wraps prose paragraphs; keeps indented blocks (examples, exit codes) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for paragraph in text.strip("\n").split("\n\n"):
+            if any(line.startswith(" ") for line in paragraph.splitlines()):
+                paragraphs.append(paragraph)
+            else:
+                paragraphs.append(textwrap.fill(" ".join(paragraph.split()), width, initial_indent=indent))
+        return "\n\n".join(paragraphs) + "\n"
 
 
 class CliError(Exception):
@@ -104,7 +121,9 @@ def positive(text: str) -> int:
     return int(text)
 
 
-def add_node_options(parser: argparse.ArgumentParser, *, port: int, port_help: str) -> None:
+def add_node_options(
+    parser: argparse.ArgumentParser, *, port: int, port_help: str, timeout_help: str
+) -> None:
     """The options of the node every command runs: where it listens, its timeout, TLS."""
     parser.add_argument("--port", type=port_number, default=port, help=port_help)
     parser.add_argument(
@@ -112,7 +131,7 @@ def add_node_options(parser: argparse.ArgumentParser, *, port: int, port_help: s
         type=seconds,
         default=5.0,
         metavar="SECONDS",
-        help="the node's timeout (Config.timeout); client commands also give up after it (default: 5)",
+        help=f"{timeout_help} (default: 5)",
     )
     tls = parser.add_argument_group("TLS (docs/tls.md; plaintext only between 127.0.0.1 or ::1)")
     tls.add_argument(
@@ -128,10 +147,13 @@ def add_node_options(parser: argparse.ArgumentParser, *, port: int, port_help: s
         "--bind-v4",
         metavar="ADDRESS",
         default="0.0.0.0",
-        help="IPv4 address to listen on, or 'none' (default 0.0.0.0)",
+        help="IPv4 address to listen on and connect from, or 'none' (default 0.0.0.0)",
     )
     tls.add_argument(
-        "--bind-v6", metavar="ADDRESS", default="::", help="IPv6 address to listen on, or 'none' (default ::)"
+        "--bind-v6",
+        metavar="ADDRESS",
+        default="::",
+        help="IPv6 address to listen on and connect from, or 'none' (default ::)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="also show trio_chirp's log")
 

@@ -10,12 +10,20 @@ import argparse
 import sys
 from typing import Any
 
+from ._common import Formatter
+
 EXAMPLES = """examples:
   trio-chirp make-pki pki alpha beta          # pki/ca.pem, ca.key, dh.pem, alpha.pem, beta.pem
   trio-chirp make-pki pki gamma --days 90     # adds a node; the CA in pki/ is reused
   trio-chirp echo --cert-chain pki/alpha.pem  # then use a node's file
 
 """
+
+
+EXIT_CODES = """exit codes:
+  0    done
+  1    cannot write the files
+  2    bad arguments, or no 'cryptography' package"""
 
 
 def add_parser(commands: Any) -> None:
@@ -27,10 +35,9 @@ def add_parser(commands: Any) -> None:
             " CA certificate and key in one file: Config.cert_chain_pem, libchirp's CERT_CHAIN_PEM)."
             " An existing CA in DIR is reused, so running it again adds nodes. Needs the"
             " 'cryptography' package (pip install 'trio-chirp[pki]')."
-            " Exit codes: 0 done; 1 cannot write the files; 2 bad arguments or no 'cryptography'."
         ),
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES + EXIT_CODES,
+        formatter_class=Formatter,
     )
     pki.add_argument("directory", metavar="DIR")
     pki.add_argument("nodes", metavar="NODE", nargs="*", default=["node"], help="node names (default: node)")

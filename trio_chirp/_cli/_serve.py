@@ -21,6 +21,7 @@ from ._common import (
     EXIT_CODES_HELP,
     CliError,
     Destination,
+    Formatter,
     add_node_options,
     destination,
     fail,
@@ -32,6 +33,8 @@ from ._common import (
     setup_logging,
     show_data,
 )
+
+NODE_TIMEOUT = "seconds its sends and connects may take: Config.timeout"
 
 ECHO_EXAMPLES = """examples:
   trio-chirp echo                      # on port 2998; then, in another terminal:
@@ -59,10 +62,15 @@ def _add(commands: Any, name: str, *, help: str, description: str, examples: str
     return commands.add_parser(  # type: ignore[no-any-return]
         name,
         help=help,
-        description=f"{description} Stop it with Ctrl-C. {EXIT_CODES_HELP}",
-        epilog=examples,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=f"{description} Stop it with Ctrl-C.",
+        epilog=examples + EXIT_CODES_HELP,
+        formatter_class=Formatter,
     )
+
+
+def _node_options(parser: argparse.ArgumentParser, port: int) -> None:
+    listen_help = f"port to listen on (default: {port})"
+    add_node_options(parser, port=port, port_help=listen_help, timeout_help=NODE_TIMEOUT)
 
 
 def add_parsers(commands: Any) -> None:
@@ -76,7 +84,7 @@ def add_parsers(commands: Any) -> None:
         ),
         examples=ECHO_EXAMPLES,
     )
-    add_node_options(echo, port=2998, port_help="port to listen on (default: 2998)")
+    _node_options(echo, 2998)
     echo.add_argument("--workers", type=positive, default=16, help="handler tasks (default: 16)")
     echo.add_argument("--count", type=positive, help="stop after answering this many messages")
     echo.add_argument("--quiet", action="store_true", help="no line per message")
@@ -93,7 +101,7 @@ def add_parsers(commands: Any) -> None:
         ),
         examples=LISTEN_EXAMPLES,
     )
-    add_node_options(listen, port=2998, port_help="port to listen on (default: 2998)")
+    _node_options(listen, 2998)
     listen.add_argument("--count", type=positive, help="stop after this many messages")
     listen.set_defaults(run=_listen)
 
@@ -108,7 +116,7 @@ def add_parsers(commands: Any) -> None:
         ),
         examples=ROUTER_EXAMPLES,
     )
-    add_node_options(router, port=2999, port_help="port to listen on (default: 2999)")
+    _node_options(router, 2999)
     router.add_argument("--to", type=destination, metavar="HOST:PORT", help="forward every message here")
     router.set_defaults(run=_router)
 
