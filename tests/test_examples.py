@@ -31,9 +31,11 @@ def _run(name: str, *args: str) -> str:
 def test_demo() -> None:
     out = _run("demo.py")
     for number, square in ((7, 49), (12, 144), (30, 900)):
-        assert re.search(
-            rf"^  worker [12]: squares {number}, with 0\.[89]\d s of the producer's deadline left$", out, re.M
+        worker = re.search(
+            rf"^  worker [12]: squares {number}, with (0\.\d\d) s of the producer's deadline", out, re.M
         )
+        assert worker, out
+        assert 0.5 < float(worker[1]) <= 0.9, out  # 1 s less the router's margin (0.1 s) and transit
         assert re.search(rf"^producer: {square} in [\d.]+ ms, via 127\.0\.0\.1:\d+$", out, re.M), out
     failed = re.search(
         r"^producer: failed after ([\d.]+) ms, not 1 s: ValueError at worker on port \d+", out, re.M
@@ -81,9 +83,11 @@ def test_router_chain_example() -> None:
     for job in ("sleep 0.1", "sleep 3"):
         left = [float(m.group(1)) for line in lines if (m := re.search(rf"{job}, ([\d.]+) s left", line))]
         assert len(left) == 3, out  # router A, router B, worker: in that order
-        assert left[0] > left[1] > left[2], left  # the deadline shrinks at each router
-        assert 0.85 <= left[1] <= 0.9, left  # router A's margin: 0.1 s
-        assert 0.75 <= left[2] <= 0.81, left  # router B's: 10 % of 0.9 s
+        # The deadline shrinks at each router by its margin, min(0.1 s, 10 % of what is left),
+        # and by the time in transit (shown rounded to 0.01 s, hence the 0.01 of slack).
+        assert left[0] - left[1] >= 0.1 - 0.01, left
+        assert left[1] - left[2] >= min(0.1, left[1] / 10) - 0.01, left
+        assert left[2] > 0.5, left
     assert re.search(r"^producer: done after 0\.1 s, after 0\.1\d s$", out, re.M), out
     failed = re.search(
         r"^producer: failed after (0\.\d+) s \(before its 1 s\): ChirpTimeoutError at worker", out, re.M
