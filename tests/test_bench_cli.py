@@ -43,13 +43,17 @@ def test_bench_writes_json_and_a_chart_for_plaintext_and_tls(tmp_path: Path) -> 
     assert f"wrote {out_json} and {out_png}" in done.out
 
 
-def test_bench_refuses_an_unknown_workload_and_a_missing_reference(tmp_path: Path) -> None:
+def test_bench_refuses_bad_arguments_before_measuring(tmp_path: Path) -> None:
     done = cli("bench", "async-2k")
     assert done.returncode == 2
     assert done.err.startswith("trio-chirp bench: unknown workload 'async-2k'; choose from async-1k")
     done = cli("bench", "--reference-python", str(tmp_path / "nope"))
     assert done.returncode == 2
     assert "no such file" in done.err
+    nowhere = tmp_path / "no" / "b.json"
+    done = cli("bench", "--json", str(nowhere))
+    assert done.returncode == 2
+    assert done.err == f"trio-chirp bench: cannot write {nowhere}: no directory {nowhere.parent}\n"
 
 
 def test_bench_node_keeps_its_command_line_and_table() -> None:

@@ -23,6 +23,10 @@ from ._workloads import ALL_WORKLOADS, STANDARD, Workload, megabytes_per_second
 REFERENCE_MODES = ("async", "sync", "echo")
 
 
+class BenchUsageError(Exception):
+    """The run cannot start as asked (the message says what to change)."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     rows: list[Row]
@@ -80,7 +84,13 @@ def run(args: argparse.Namespace) -> Outcome:
     """Run the chosen workloads; print each result as it comes and the table at the end."""
     names = args.workloads or list(STANDARD)
     transports = {"both": ["plaintext", "tls"], "plaintext": ["plaintext"], "tls": ["tls"]}[args.transport]
-    tls_dir = args.tls_dir or (make_tls_dir() if "tls" in transports else None)
+    tls_dir = args.tls_dir
+    if tls_dir is None and "tls" in transports:
+        try:
+            tls_dir = make_tls_dir()
+        except ImportError as exc:
+            message = f"the TLS runs need certificates: {exc} (or --transport plaintext)"
+            raise BenchUsageError(message) from None
     implementations = ["trio_chirp"]
     missing: dict[str, str] = {}
     if args.reference_python is not None:

@@ -36,6 +36,14 @@ Progress = Callable[[int], None]
 """Called with the messages counted so far in the measuring window."""
 
 
+class ChildDied(RuntimeError):
+    """A workload's process ended before it reported (its stderr, inherited, says why)."""
+
+
+class ChildSilent(TimeoutError):
+    """A workload's process did not report in time."""
+
+
 class Child:
     """A child process whose stdout lines ("TAG {json}") arrive on a queue."""
 
@@ -80,9 +88,9 @@ class Child:
             try:
                 item = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                raise TimeoutError(f"{self.role} (pid {self.pid}) sent no {tag} within {timeout}s") from None
+                raise ChildSilent(f"{self.role} (pid {self.pid}) sent no {tag} within {timeout}s") from None
             if item is None:
-                raise RuntimeError(f"{self.role} (pid {self.pid}) exited with {self.proc.wait()}")
+                raise ChildDied(f"{self.role} (pid {self.pid}) exited with {self.proc.wait()}")
             if item[0] == tag:
                 return item[1]
             if item[0] == "PROGRESS" and progress is not None:

@@ -112,20 +112,25 @@ def bench_command(args: argparse.Namespace) -> int:
     if args.reference_python is not None and not args.reference_python.exists():
         print(f"trio-chirp bench: --reference-python {args.reference_python}: no such file", file=sys.stderr)
         return EXIT_USAGE
-    from .._bench._command import run
+    for output in (args.json, args.chart):  # found out before minutes of measuring, not after
+        if output is not None and not output.resolve().parent.is_dir():
+            print(f"trio-chirp bench: cannot write {output}: no directory {output.parent}", file=sys.stderr)
+            return EXIT_USAGE
+    from .._bench._command import BenchUsageError, run
+    from .._bench._orchestrate import ChildDied, ChildSilent
 
     try:
         outcome = run(args)
     except KeyboardInterrupt:
         print("trio-chirp bench: stopped (Ctrl-C)", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except ImportError as exc:  # TLS runs need certificates: the cryptography package
+    except BenchUsageError as exc:
         print(f"trio-chirp bench: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except TimeoutError as exc:
-        print(f"trio-chirp bench: {exc}", file=sys.stderr)
+    except ChildSilent as exc:
+        print(f"trio-chirp bench: {exc} (--timeout)", file=sys.stderr)
         return EXIT_TIMEOUT
-    except (RuntimeError, OSError) as exc:
+    except (ChildDied, OSError) as exc:  # OSError: the JSON or chart file cannot be written
         print(f"trio-chirp bench: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(
