@@ -243,3 +243,16 @@ def test_ctrl_c_stops_a_waiting_request_at_once() -> None:
     assert child.returncode == 130
     assert err == "trio-chirp request: stopped (Ctrl-C)\n"
     assert took < 1.0, took
+
+
+def test_a_reader_that_stops_reading_ends_listen_quietly() -> None:
+    with Server("listen", "--port", "0") as listen:
+        assert listen.proc.stdout is not None
+        listen.proc.stdout.close()  # as `trio-chirp listen | head -1` does after its line
+        cli("send", listen.address, "into a closed pipe", "--timeout", "2")  # its outcome is not the point
+        assert listen.proc.stderr is not None
+        with listen.proc.stderr:
+            err = listen.proc.stderr.read()  # until the listener exits
+        listen.proc.wait(timeout=10)
+    assert listen.proc.returncode == 0
+    assert "Traceback" not in err, err

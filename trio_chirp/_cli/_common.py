@@ -11,6 +11,7 @@ import argparse
 import errno
 import ipaddress
 import logging
+import os
 import socket
 import sys
 import textwrap
@@ -241,6 +242,9 @@ def run(command: str, args: argparse.Namespace, main: Callable[..., Awaitable[An
         if isinstance(exc, KeyboardInterrupt) or interrupted:
             print(f"trio-chirp {command}: stopped (Ctrl-C)", file=sys.stderr)
             return EXIT_INTERRUPTED
+        if isinstance(exc, BrokenPipeError):  # e.g. `trio-chirp listen | head -1`: the reader is done
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            return EXIT_OK
         found = _exit_for(exc, getattr(args, "port", 0))
         if found is None:
             raise
