@@ -18,7 +18,7 @@ from ._orchestrate import machine, make_tls_dir, run_workload
 from ._progress import LiveProgress
 from ._reference import NO_TLS, run_reference, unavailable
 from ._report import Row, commit, table, write_chart, write_json
-from ._workloads import ALL_WORKLOADS, STANDARD, Workload, megabytes_per_second
+from ._workloads import BENCH_WORKLOADS, STANDARD, Workload, megabytes_per_second
 
 REFERENCE_MODES = ("async", "sync", "echo")
 
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> Outcome:
     rows: list[Row] = []
     with LiveProgress(len(plan), enabled=not args.no_progress) as live:
         for impl, name, transport in plan:
-            w = ALL_WORKLOADS[name]
+            w = BENCH_WORKLOADS[name]
             note = _skip_reason(impl, w, transport, missing)
             result = None
             if note is None:
@@ -141,7 +141,8 @@ def run(args: argparse.Namespace) -> Outcome:
 
 def _skip_reason(impl: str, w: Workload, transport: str, missing: dict[str, str]) -> str | None:
     if impl == "trio_chirp":
-        return None
+        raw_tls = transport == "tls" and w.mode.startswith("raw-")
+        return "a baseline of raw trio streams: plaintext only" if raw_tls else None
     if impl in missing:
         return missing[impl]
     if transport == "tls":

@@ -68,6 +68,9 @@ EXTRA_WORKLOADS: dict[str, Workload] = {
 
 ALL_WORKLOADS: dict[str, Workload] = {**WORKLOADS, **EXTRA_WORKLOADS}
 
+BENCH_WORKLOADS: dict[str, Workload] = {name: w for name, w in ALL_WORKLOADS.items() if w.mode != "idle"}
+"""What ``trio-chirp bench`` can run: rates (idle-1000 measures memory: bench/bench_node.py)."""
+
 STANDARD = ("async-100", "async-1k", "async-64k", "sync-1k", "sync-1k-16", "echo-1k")
 """What ``trio-chirp bench`` runs by default, each in plaintext and over TLS."""
 

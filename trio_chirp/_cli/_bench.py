@@ -35,7 +35,7 @@ EXIT_CODES = """exit codes:
 
 
 def add_parser(commands: Any) -> None:
-    from .._bench._workloads import ALL_WORKLOADS, STANDARD
+    from .._bench._workloads import BENCH_WORKLOADS, STANDARD
 
     bench = commands.add_parser(
         "bench",
@@ -56,7 +56,7 @@ def add_parser(commands: Any) -> None:
         "workloads",
         nargs="*",
         metavar="WORKLOAD",
-        help=f"any of {', '.join(ALL_WORKLOADS)} (default: {' '.join(STANDARD)})",
+        help=f"any of {', '.join(BENCH_WORKLOADS)} (default: {' '.join(STANDARD)})",
     )
     bench.add_argument(
         "--transport", choices=["both", "plaintext", "tls"], default="both", help="default: both"
@@ -100,12 +100,12 @@ def add_parser(commands: Any) -> None:
 
 
 def bench_command(args: argparse.Namespace) -> int:
-    from .._bench._workloads import ALL_WORKLOADS
+    from .._bench._workloads import BENCH_WORKLOADS
 
-    unknown = [name for name in args.workloads if name not in ALL_WORKLOADS]
+    unknown = [name for name in args.workloads if name not in BENCH_WORKLOADS]
     if unknown:
         print(
-            f"trio-chirp bench: unknown workload {unknown[0]!r}; choose from {', '.join(ALL_WORKLOADS)}",
+            f"trio-chirp bench: unknown workload {unknown[0]!r}; choose from {', '.join(BENCH_WORKLOADS)}",
             file=sys.stderr,
         )
         return EXIT_USAGE
