@@ -18,6 +18,7 @@ from typing import NoReturn
 import trio_chirp
 
 from . import _bench, _client, _make_pki, _serve
+from ._common import reader_gone
 
 __all__ = ["main"]
 
@@ -53,7 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:  # no command: list them
         parser.print_help()
         return 0
-    code: int = args.run(args)
+    try:
+        code: int = args.run(args)
+    except BrokenPipeError:  # make-pki or bench piped into a reader that stopped reading
+        return reader_gone()
     return code
 
 

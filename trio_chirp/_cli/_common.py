@@ -243,14 +243,22 @@ def run(command: str, args: argparse.Namespace, main: Callable[..., Awaitable[An
             print(f"trio-chirp {command}: stopped (Ctrl-C)", file=sys.stderr)
             return EXIT_INTERRUPTED
         if isinstance(exc, BrokenPipeError):  # e.g. `trio-chirp listen | head -1`: the reader is done
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-            return EXIT_OK
+            return reader_gone()
         found = _exit_for(exc, getattr(args, "port", 0))
         if found is None:
             raise
         code, message = found
         print(f"trio-chirp {command}: {message}", file=sys.stderr)
         return code
+    return EXIT_OK
+
+
+def reader_gone() -> int:
+    """Standard output's reader stopped reading: a normal end (exit 0), not an error.
+
+    Standard output is pointed at /dev/null so Python's final flush does not fail again.
+    """
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_OK
 
 
