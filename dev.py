@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Project tasks that work on a fresh machine with only python3 and pip.
 
-    python3 dev.py demo    # run the main job: two nodes exchanging messages
+    python3 dev.py demo    # run the main job: a producer, a router and two workers
     python3 dev.py test    # the whole check suite: ruff, mypy --strict, pytest
 
 Both create (or reuse) ``.venv`` inside the checkout, so nothing leaks into the
@@ -68,10 +68,10 @@ def demo(argv: list[str]) -> None:
 
 
 def test(argv: list[str]) -> None:
-    ensure_venv("test,docs")
+    ensure_venv("test,docs,bench")
     _run(BIN / "ruff", "check", *LINTED)
     _run(BIN / "ruff", "format", "--check", *LINTED)
-    _run(PY, "-m", "mypy", "--strict", "trio_chirp")
+    _run(PY, "-m", "mypy", "--strict", "trio_chirp", "examples")
     _run(BIN / "lint-imports", "--no-cache")  # the layering contract (pyproject.toml, docs/architecture.md)
     _run(PY, "-m", "pytest", *argv)
 

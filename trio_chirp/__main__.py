@@ -1,4 +1,4 @@
-"""``python -m trio_chirp make-pki DIR``: the ``trio-chirp`` command."""
+"""``python -m trio_chirp COMMAND ...``: the ``trio-chirp`` command (docs/cli.md)."""
 
 import sys
 

@@ -1,22 +1,32 @@
-"""The ``trio-chirp`` command (also ``python -m trio_chirp``).
+"""``trio-chirp make-pki DIR [NODE ...] [--days N] [--ip ADDRESS ...]``.
 
-    trio-chirp make-pki DIR [NODE ...] [--days N] [--ip ADDRESS ...]
-
-writes a CA and node certificates for TLS between chirp nodes (docs/tls.md).
+Writes a CA and node certificates for TLS between chirp nodes (docs/tls.md); behaviour and
+output unchanged since the command line had this command only.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["main"]
+from ._common import Formatter
+
+EXAMPLES = """examples:
+  trio-chirp make-pki pki alpha beta          # pki/ca.pem, ca.key, dh.pem, alpha.pem, beta.pem
+  trio-chirp make-pki pki gamma --days 90     # adds a node; the CA in pki/ is reused
+  trio-chirp echo --cert-chain pki/alpha.pem  # then use a node's file
+
+"""
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trio-chirp", description="trio_chirp tools")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+EXIT_CODES = """exit codes:
+  0    done
+  1    cannot write the files
+  2    bad arguments, or no 'cryptography' package"""
+
+
+def add_parser(commands: Any) -> None:
     pki = commands.add_parser(
         "make-pki",
         help="create a CA and node certificates for TLS (RSA keys, RFC 7919 DH parameters)",
@@ -26,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
             " An existing CA in DIR is reused, so running it again adds nodes. Needs the"
             " 'cryptography' package (pip install 'trio-chirp[pki]')."
         ),
+        epilog=EXAMPLES + EXIT_CODES,
+        formatter_class=Formatter,
     )
     pki.add_argument("directory", metavar="DIR")
     pki.add_argument("nodes", metavar="NODE", nargs="*", default=["node"], help="node names (default: node)")
@@ -38,12 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="an IP address to name in the node certificates (chirp checks none; other tools may)",
     )
-    return parser
+    pki.set_defaults(run=make_pki_command)
 
 
-def _make_pki(args: argparse.Namespace) -> int:
+def make_pki_command(args: argparse.Namespace) -> int:
     try:
-        from ._pki import make_pki
+        from trio_chirp.pki import make_pki
     except ImportError as exc:
         print(f"trio-chirp make-pki: {exc}", file=sys.stderr)
         return 2
@@ -65,14 +77,3 @@ def _make_pki(args: argparse.Namespace) -> int:
     print(f'trio_chirp: Config(cert_chain_pem="{first}", dh_params_pem="{files.dh_params}")')
     print(f'libchirp:   CERT_CHAIN_PEM="{first}", DH_PARAMS_PEM="{files.dh_params}"')
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "make-pki":
-        return _make_pki(args)
-    raise AssertionError(args.command)  # pragma: no cover - argparse refuses unknown commands
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
