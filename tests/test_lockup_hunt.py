@@ -30,7 +30,6 @@ import trio
 import trio.testing
 from hunt_model import (
     ASYNC_REQUEST,
-    CROSSING_ROUTERS,
     PRODUCER,
     RELEASE,
     REPLY,
@@ -306,7 +305,6 @@ async def _frame_between_response_and_ack() -> tuple[str, float]:
     return outcome, took
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=CROSSING_ROUTERS)
 @pytest.mark.parametrize("router_slots", [None, 4])
 def test_requests_crossing_between_two_routers_do_not_lock_up(router_slots: int | None) -> None:
     """Found by the hunt (bench/hunt_lockups.py --replay 3110 --strict, reduced): P0 -> R2 -> R4 -> W and

@@ -60,6 +60,9 @@ class SendOptions:
     travel_at: float | None = None
     """The deadline that travels instead of the caller's: a router passes on less time
     than it waits itself. None: the caller's cancel scope, as for any send."""
+    overtakes: bool = False
+    """A response (plain or error): written ahead of the queue, even while our own
+    synchronous message to that peer waits for its ACK (docs/node.md, "Ordering")."""
 
 
 def _as_bytes(name: str, value: Buffer) -> bytes:

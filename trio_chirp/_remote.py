@@ -86,6 +86,7 @@ class Outgoing:
         "identity",
         "message",
         "meta",
+        "overtakes",
         "state",
         "synchronous",
         "travel",
@@ -100,6 +101,7 @@ class Outgoing:
         travel: float | None = None,
         meta: ChirpMeta | None = None,
         confirm: bool = False,
+        overtakes: bool = False,
     ) -> None:
         self.message = message
         # Captured now: the caller may mutate the message once send() returned.
@@ -114,6 +116,8 @@ class Outgoing:
         """Our header map's other fields; None: the header goes as the application gave it."""
         self.confirm = confirm
         """An asynchronous message whose sender waits until it is written (``reply()``)."""
+        self.overtakes = overtakes
+        """A response (plain or error): written even while a synchronous message is in flight."""
         self.state = OutgoingState.NEW
         self.error: ChirpError | None = None
         self.connection: Link | None = None
@@ -158,7 +162,7 @@ class Remote(Generic[L]):
         self._on_lost = on_lost
         self.queue: deque[Outgoing] = deque()
         self.overtaking: deque[Outgoing] = deque()
-        """Error responses: written even while a synchronous message is in flight (see enqueue)."""
+        """Responses: written even while a synchronous message is in flight (see enqueue)."""
         self.queued = 0  # entries in ``queue`` not withdrawn
         self.control: deque[bytes] = deque()  # identities to ACK; ZERO_IDENTITY + NOOP marker
         self._noop_pending = False
@@ -203,11 +207,12 @@ class Remote(Generic[L]):
         """Append an accepted message; the caller has checked for room."""
         self._maybe_probe()
         out.state = OutgoingState.QUEUED
-        meta = out.meta
-        if meta is not None and meta.error is not None and not out.synchronous:
-            # An error response answers a message the peer is waiting on; it asks for no
-            # ACK, so writing it ahead of our own message in flight pipelines no REQ_ACK.
-            # Queued behind that message it could wait for an ACK that waits for it.
+        if out.overtakes and not out.synchronous:
+            # A response (plain or error) answers a message the peer is waiting on; it asks
+            # for no ACK, so writing it ahead of our own message in flight pipelines no
+            # REQ_ACK (libchirp included: it is an ordinary type-0 frame). Queued behind that
+            # message it could wait for an ACK that waits for it (two routers forwarding to
+            # each other lock up so).
             self.overtaking.append(out)
         else:
             self.queue.append(out)

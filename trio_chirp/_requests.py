@@ -202,8 +202,16 @@ class SendState(Protocol):
         """Whether the peer at ``key`` announced itself as trio_chirp (so it reads error responses)."""
 
 
-_RESPONSE = SendOptions(wait_until_written=True, deadline_travels=False)
-"""A response: written before its request is released, no deadline travels back."""
+_RESPONSE = SendOptions(wait_until_written=True, deadline_travels=False, overtakes=True)
+"""A response: written before its request is released, no deadline travels back, ahead of
+our own synchronous message in flight to that peer."""
+
+
+def _error_response(info: ErrorInfo, hops: int = 0) -> SendOptions:
+    """An error response: like a response, with our map's ``error`` key."""
+    return SendOptions(
+        ChirpMeta(error=info, hops=hops), wait_until_written=True, deadline_travels=False, overtakes=True
+    )
 
 
 class Requests:
@@ -317,7 +325,7 @@ class Requests:
 
     async def send_response(self, response: Message, *, error: ErrorInfo | None = None) -> None:
         """Write ``response`` (a router returning one), as an error response if ``error`` is given."""
-        options = _RESPONSE if error is None else SendOptions(ChirpMeta(error=error), True, False)
+        options = _RESPONSE if error is None else _error_response(error)
         await self._send(response, False, options)
 
     @staticmethod
@@ -345,7 +353,7 @@ class Requests:
         response = Message(b"", address=key[0], port=key[1])
         response.identity = identity
         try:
-            await self._send(response, False, SendOptions(ChirpMeta(error=info), True, False))
+            await self._send(response, False, _error_response(info))
         except ChirpError as exc:
             logger.info("error response for oversized message %s not sent: %s", identity.hex(), exc)
             return
@@ -403,6 +411,6 @@ class Requests:
         response = Message(b"", address=request_msg.address, port=request_msg.port)
         response.identity = request_msg.identity
         hops = 0 if meta is None else meta.hops
-        await self._send(response, False, SendOptions(ChirpMeta(error=info, hops=hops), True, False))
+        await self._send(response, False, _error_response(info, hops))
         self.error_responses_out += 1
         return True

@@ -121,19 +121,20 @@ class Sender:
             deadline = min(caller, timeout_at)
             travel = deadline
         meta: ChirpMeta | None = None
-        confirm = False
+        confirm = overtakes = False
         if options is not None:
             meta = options.meta
             confirm = options.wait_until_written
+            overtakes = options.overtakes
             if not options.deadline_travels:
                 travel = None
             elif options.travel_at is not None:
                 travel = options.travel_at  # a router's: earlier than its own wait
         if not self._header_map:
-            return Outgoing(message, sync, deadline, None, None, confirm)
+            return Outgoing(message, sync, deadline, None, None, confirm, overtakes)
         if meta is None and (travel is not None or message.destination is not None):
             meta = ChirpMeta(destination=message.destination)
-        return Outgoing(message, sync, deadline, travel, meta, confirm)
+        return Outgoing(message, sync, deadline, travel, meta, confirm, overtakes)
 
     async def _send_waiting(self, remote: NodeRemote, key: RemoteKey, out: Outgoing, deadline: float) -> None:
         """The slow path: wait for queue room and, if synchronous, the ACK."""
