@@ -25,7 +25,14 @@ from trio_chirp import (
     Workers,
     open_chirp,
 )
-from trio_chirp._protocol import NEED_DATA
+from trio_chirp._protocol import (
+    NEED_DATA,
+    DataFrame,
+    FrameParser,
+    encode_announcement,
+    encode_frame,
+    encode_handshake,
+)
 from trio_chirp.testing import MemoryNetwork
 
 
@@ -291,7 +298,9 @@ def test_a_new_message_has_no_address_until_one_is_set() -> None:
 async def test_sending_a_message_without_an_address_says_so(autojump_clock: trio.abc.Clock) -> None:
     net = MemoryNetwork()
     async with node(net, A) as producer:
-        with pytest.raises(ValueError, match=r"message address is not set: give Message\(address=\.\.\.\)"):
+        with pytest.raises(
+            ValueError, match=r"message address is not set: the peer's IP address literal is needed"
+        ):
             await producer.send(Message(b"x", port=PORT))
 
 
@@ -564,3 +573,131 @@ async def test_an_oversized_frame_from_libchirp_still_closes_the_connection(
             pass  # our handshake and announcement, then the close
         assert receiver.statistics().errors == {"MessageTooLargeError": 1}
         assert receiver.statistics().oversized_refused == 0
+
+
+# --- attacked: the announcement and the size limits -------------------------------------------------
+
+
+def _raw_frames(chunks: list[bytes]) -> list[object]:
+    parser = FrameParser(1 << 20)
+    events: list[object] = []
+    for chunk in chunks:
+        parser.receive_data(chunk)
+        events += list(iter(parser.next_event, NEED_DATA))
+    return events
+
+
+async def _read_until_closed(stream: trio.abc.Stream) -> list[bytes]:
+    chunks = []
+    while chunk := await stream.receive_some(65536):
+        chunks.append(chunk)
+    return chunks
+
+
+async def test_a_receiver_without_our_map_closes_instead_of_answering_an_oversized_frame(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    async with node(net, B, synchronous=False, max_msg_size=1024, header_map=False) as receiver:
+        stream, _ = await net.host(A).connect(B, PORT)
+        await stream.send_all(
+            encode_handshake(PORT, bytes(range(16)))
+            + encode_announcement(1, 1 << 20)
+            + encode_frame(bytes([9]) * 16, 1, 0, b"", b"y" * 5000)
+        )
+        events = _raw_frames(await _read_until_closed(stream))
+        assert [e for e in events if isinstance(e, DataFrame)] == [], "no empty 'response': a false success"
+        assert receiver.statistics().errors == {"MessageTooLargeError": 1}
+        assert receiver.statistics().oversized_refused == 0
+
+
+async def test_our_header_map_counts_against_the_peers_limit(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    got: list[int] = []
+    async with (
+        node(net, B, synchronous=False, max_msg_size=1024) as receiver,
+        node(net, A) as sender,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(_take_all, receiver, got)
+        await sender.send(Message(b"small", address=B, port=PORT))
+        with pytest.raises(MessageTooLargeError, match=r"of them trio_chirp's header map\) is above"):
+            with trio.fail_after(3):  # a deadline travels: our map makes the frame 1 041 bytes
+                await sender.send(Message(b"x" * 1024, address=B, port=PORT))
+        with pytest.raises(MessageTooLargeError, match="header map"):
+            await sender.request(Message(b"x" * 1024, address=B, port=PORT), synchronous=False)
+        await sender.send(Message(b"x" * 1024, address=B, port=PORT))  # no map: exactly the limit
+        assert got == [5, 1024]
+        assert receiver.statistics().oversized_refused == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_asynchronous_request_queued_before_the_announcement_fails_at_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    async with node(net, B, synchronous=False, max_msg_size=1024), node(net, A) as sender:
+        start = trio.current_time()
+        with pytest.raises(MessageTooLargeError, match="as it announced"):
+            await sender.request(Message(b"x" * 4096, address=B, port=PORT), synchronous=False)
+        assert trio.current_time() == start
+        assert sender.statistics().requests_pending == 0
+
+
+async def test_an_announced_limit_dies_with_its_connection(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    async with node(net, A, synchronous=False) as sender:
+        async with node(net, B, synchronous=False, max_msg_size=1024):
+            await sender.send(Message(b"small", address=B, port=PORT))
+            await sender.flush(B, PORT)
+        await trio.sleep(1)  # B is gone; our connection to it closed
+        async with node(net, B, synchronous=False) as restarted:  # 1 MiB again
+            await sender.send(Message(b"x" * 2000, address=B, port=PORT))
+            await sender.flush(B, PORT)
+            msg = await restarted.receive()
+            assert len(msg.data) == 2000
+            msg.release()
+
+
+async def test_a_flood_of_oversized_frames_is_bounded_and_then_closes(autojump_clock: trio.abc.Clock) -> None:
+    from trio_chirp._node._delivery import MAX_PENDING_REFUSALS
+
+    net = MemoryNetwork()
+    net.set_window(A, B, 1024)  # the flooder never reads: our error responses back up
+    async with node(net, B, synchronous=False, max_msg_size=16) as receiver:
+        stream, _ = await net.host(A).connect(B, PORT)
+        flood = b"".join(encode_frame(i.to_bytes(16, "big"), i, 0, b"", b"z" * 17) for i in range(2000))
+        await stream.send_all(encode_handshake(PORT, bytes(range(16))) + encode_announcement(1, 1 << 20))
+        with pytest.raises(trio.BrokenResourceError):  # we close it once past the bound
+            await stream.send_all(flood)
+        await trio.testing.wait_all_tasks_blocked()
+        stats = receiver.statistics()
+        assert stats.errors == {"MessageTooLargeError": 1}, "past the bound the connection closes"
+        # At most MAX_PENDING_REFUSALS answers were pending at once; as the first ones went
+        # out a few more were accepted, then the flood closed its connection, far from 2 000.
+        assert MAX_PENDING_REFUSALS <= stats.oversized_refused < 2 * MAX_PENDING_REFUSALS
+        assert stats.connections == 0
+
+
+async def test_an_announcement_late_in_the_stream_is_not_believed(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    async with node(net, B, synchronous=False, max_msg_size=1024) as receiver:
+        stream, _ = await net.host(A).connect(B, PORT)
+        await stream.send_all(
+            encode_handshake(PORT, bytes(range(16)))
+            + encode_frame(bytes([1]) * 16, 1, 0, b"", b"libchirp-style first")
+            + encode_announcement(1, 5)  # a magic NOOP, but not the first frame: a keep-alive
+            + encode_frame(bytes([2]) * 16, 2, 0, b"", b"y" * 5000)
+        )
+        await _read_until_closed(stream)
+        (remote,) = receiver.statistics().remotes
+        assert remote.trio_chirp_version is None
+        assert receiver.statistics().errors == {"MessageTooLargeError": 1}
+        assert receiver.statistics().noops_in == 1  # taken for a keep-alive
+
+
+def test_an_allow_list_given_as_one_string_says_so() -> None:
+    from trio_chirp._router import AllowList
+
+    with pytest.raises(TypeError, match=r"a list of entries, not one entry: allow=\['10.0.0.0/8'\]"):
+        AllowList("10.0.0.0/8")

@@ -43,7 +43,7 @@ def normalize_address(address: object) -> str:
     if not isinstance(address, str):
         raise ValueError(f"message address must be an IP address literal, got {address!r}")
     if not address:
-        raise ValueError("message address is not set: give Message(address=...) the peer's IP literal")
+        raise ValueError("message address is not set: the peer's IP address literal is needed")
     cached = _address_cache.get(address)
     if cached is not None:
         return cached
@@ -59,9 +59,10 @@ def normalize_address(address: object) -> str:
 
 def destination_of(address: object, port: object) -> RemoteKey:
     """The remote key a message to ``address``/``port`` goes to (``ValueError`` naming what is wrong)."""
+    normal = normalize_address(address)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValueError(f"message port must be in 1..65535, got {port!r}")
-    return normalize_address(address), port
+    return normal, port
 
 
 def format_peer(address: str | None, port: int | None) -> str:

@@ -36,8 +36,16 @@ from typing import Final, Protocol
 import trio
 
 from ._address import format_peer
+from ._batching import DIRECT_WRITE, GATHER_MIN, join_small
 from ._config import Config
-from ._errors import ChirpError, ChirpTimeoutError, ConnectionLostError, ShutdownError, TLSError
+from ._errors import (
+    ChirpError,
+    ChirpTimeoutError,
+    ConnectionLostError,
+    MessageTooLargeError,
+    ShutdownError,
+    TLSError,
+)
 from ._header import ChirpMeta
 from ._header import split as split_header
 from ._inbox import Budget
@@ -68,30 +76,6 @@ logger = logging.getLogger("trio_chirp.connection")
 CONTAINED_ERRORS: Final = (ChirpError, OSError, ssl.SSLError, trio.BrokenResourceError)
 """Failures that cost one connection and nothing else."""
 
-_DIRECT_WRITE: Final = 1024 * 1024
-"""Payload parts at least this large are written as they are instead of being joined
-(below it, one copy is cheaper than another system call and scheduler round)."""
-
-_GATHER_MIN: Final = 16 * 1024
-"""With a stream that can gather (``send_parts``), parts this large are not joined."""
-
-
-def _join_small(parts: list[bytes] | list[memoryview], large: int) -> list[bytes | memoryview]:
-    """Runs of parts below ``large`` bytes joined into one; large parts kept as they are."""
-    groups: list[bytes | memoryview] = []
-    pending: list[bytes | memoryview] = []
-    for part in parts:
-        if len(part) >= large:
-            if pending:
-                groups.append(b"".join(pending))
-                pending.clear()
-            groups.append(part)
-        else:
-            pending.append(part)
-    if pending:
-        groups.append(b"".join(pending) if len(pending) > 1 else pending[0])
-    return groups
-
 
 SKIP_OVERSIZED_UP_TO: Final = 64 * 1024 * 1024
 """The largest frame an announced peer may send above our ``max_msg_size`` and only have
@@ -119,8 +103,10 @@ class ConnectionOwner(Protocol):
     def on_bad_header(self, conn: Connection) -> None:
         """A header started like our map but was malformed (the message is delivered untouched)."""
 
-    def on_oversized(self, conn: Connection, head: FrameHead) -> None:
-        """An announced peer sent a frame above our ``max_msg_size``; it was skipped unread."""
+    def on_oversized(self, conn: Connection, head: FrameHead) -> bool:
+        """An announced peer sent a frame above our ``max_msg_size``; it was skipped unread.
+
+        False: it cannot be answered now (too many refusals pending): the connection closes."""
 
     def client_hello_refused(self, address: str) -> ChirpError:
         """The error for a TLS ClientHello where this node expected a plaintext handshake."""
@@ -242,16 +228,19 @@ class Connection:
                 with trio.move_on_after(1.0):
                     await aclose_quietly(self.stream)
 
+    def _learn(self, announcement: Announcement, parser: FrameParser) -> None:
+        """The peer announced itself (docs/protocol.md, section 12): remember it for this connection."""
+        self.peer_announcement = announcement
+        if self.config.header_map:
+            # A trio_chirp peer is told about an oversized message (an error response, which
+            # needs our map) instead of losing the connection and everything else on it.
+            parser.skip_oversized_up_to = SKIP_OVERSIZED_UP_TO
+        if self.remote is not None:
+            self.remote.peer_max_msg_size = announcement.max_msg_size
+
     def unread_ack_hint(self) -> str:
-        """Why an ACK may have come and not been read: our own slots are held (docs/lockups.md)."""
-        if not self.waiting_for_slot:
-            return ""
-        held = self.slots.in_use
-        return (
-            f"; the ACK may be unread: this node's {held} receive slot(s) on that connection are held by"
-            " message(s) the application has not released (or not received yet), so this node stopped"
-            " reading from the peer; receive() and release() them (docs/lockups.md)"
-        )
+        """Why an ACK may have come and not been read: our reader waits for a slot (docs/lockups.md)."""
+        return self.slots.why_reading_stopped() if self.waiting_for_slot else ""
 
     @property
     def in_handshake(self) -> bool:
@@ -318,6 +307,7 @@ class Connection:
         deliver = owner.deliver
         release = self._release
         traffic = self.traffic
+        announcement_due = False  # the first frame after the peer's handshake may be one
         timeout = self.config.timeout
         head_time = 0.0
         while True:
@@ -343,6 +333,8 @@ class Connection:
             cls = type(event)
             if cls is FrameHead:
                 assert isinstance(event, FrameHead)
+                if announcement_due and not event.is_noop:
+                    announcement_due = False  # only the first frame after the handshake may be one
                 if event.is_message:
                     traffic.messages_in += 1
                     head_time = trio.current_time()  # msg.deadline counts from here
@@ -353,15 +345,11 @@ class Connection:
                         await self.slots.acquire(cost, self._is_broken)
                         self.waiting_for_slot = False
                 elif event.is_noop:
-                    if event.identity != ZERO_IDENTITY and self.peer_announcement is None:
+                    if announcement_due and event.identity != ZERO_IDENTITY:
                         announcement = decode_announcement(event.identity)
                         if announcement is not None:
-                            self.peer_announcement = announcement
-                            # A trio_chirp peer is told about an oversized message instead of
-                            # losing the connection (and everything else on it).
-                            parser.skip_oversized_up_to = SKIP_OVERSIZED_UP_TO
-                            if self.remote is not None:
-                                self.remote.peer_max_msg_size = announcement.max_msg_size
+                            announcement_due = False
+                            self._learn(announcement, parser)
                             continue
                     traffic.noops_in += 1
                     now = trio.current_time()
@@ -409,7 +397,12 @@ class Connection:
             elif cls is OversizedFrame:
                 assert isinstance(event, OversizedFrame)
                 traffic.messages_in += 1
-                owner.on_oversized(self, event.head)
+                if not owner.on_oversized(self, event.head):
+                    head = event.head
+                    raise MessageTooLargeError(
+                        f"{self}: frame of {head.header_len + head.data_len} bytes above max_msg_size="
+                        f"{self.config.max_msg_size}, and too many refusals are still being answered"
+                    )
             else:
                 assert isinstance(event, Handshake)
                 if (
@@ -422,6 +415,7 @@ class Connection:
                 self.peer_port = event.port
                 self._handshake_deadline = math.inf
                 self.remote = owner.on_handshake(self, event)
+                announcement_due = True
                 self._attached.set()
 
     def _release(self, msg: Message, ack: bool) -> None:
@@ -516,7 +510,7 @@ class Connection:
         self._write_deadline = deadline = start + self.config.timeout
         self._arm(deadline)
         send_parts = self._send_parts
-        groups = _join_small(parts, _GATHER_MIN if send_parts is not None else _DIRECT_WRITE)
+        groups = join_small(parts, GATHER_MIN if send_parts is not None else DIRECT_WRITE)
         if send_parts is not None and len(groups) > 1:
             await send_parts(groups)
         else:

@@ -340,10 +340,6 @@ class Remote(Generic[L]):
                 self._async_lost(out, ChirpTimeoutError(f"message expired in the queue for {self}"))
                 continue
             header, data = out.header, out.data
-            if len(header) + len(data) > self.peer_max_msg_size:
-                # Queued before the peer's announcement said what it takes.
-                self._refuse(out, too_large_error(len(header) + len(data), self))
-                continue
             meta = out.meta
             if meta is not None:
                 if out.travel is not None:
@@ -352,6 +348,12 @@ class Remote(Generic[L]):
                 mapped = add_to_header(header, meta)
                 if mapped is not None:
                     header = mapped
+            if len(header) + len(data) > self.peer_max_msg_size:
+                # Queued before the peer's announcement said what it takes, or over it only
+                # with our header map: what the peer would refuse is not written.
+                ours = len(header) - len(out.header)
+                self._refuse(out, too_large_error(len(header) + len(data), self, ours))
+                continue
             type_ = TYPE_REQ_ACK if out.synchronous else 0
             out.message.serial = serial = self.next_serial()
             parts.append(_pack_head(out.identity, serial, len(data), len(header), type_))
@@ -453,6 +455,7 @@ class Remote(Generic[L]):
         self.old.discard(conn)
         if self.current is conn:
             self.current = None
+            self.peer_max_msg_size = NO_LIMIT  # learned again from the next connection
             self.control.clear()  # ACKs for this link die with it (docs/protocol.md, section 5.3)
             self._noop_pending = False
         out = self.in_flight
@@ -494,10 +497,11 @@ def lost_error(cause: BaseException) -> ChirpError:
     return error
 
 
-def too_large_error(size: int, remote: Remote[L]) -> MessageTooLargeError:
+def too_large_error(size: int, remote: Remote[L], map_size: int = 0) -> MessageTooLargeError:
     """A message the peer announced it would refuse: said before a byte of it is written."""
+    ours = f", {map_size} of them trio_chirp's header map" if map_size else ""
     return MessageTooLargeError(
-        f"message of {size} bytes (header + data) is above the max_msg_size of"
+        f"message of {size} bytes (header + data{ours}) is above the max_msg_size of"
         f" {format_peer(remote.address, remote.port)} ({remote.peer_max_msg_size} bytes, as it"
         " announced); not sent"
     )

@@ -279,7 +279,10 @@ class Requests:
         pending = table.expect(message.identity, key, auto_release=auto_release)
         answered = False
         try:
-            options = SendOptions(ChirpMeta(request=True, destination=message.destination))
+            # Written before it returns: a request whose frame cannot go (a peer's announced
+            # limit, a lost connection) fails now, not at its deadline.
+            meta = ChirpMeta(request=True, destination=message.destination)
+            options = SendOptions(meta, wait_until_written=True)
             await self._send(message, sync, options)
             if sync and pending.error is None and (pending.response is None or not pending.response_first):
                 table.acks_before_response += 1  # the peer ACKed first (libchirp's queue API does)
@@ -344,6 +347,9 @@ class Requests:
         ``MessageTooLargeError``); the message was never ACKed. A failure to write this
         only costs the sender its timeout, as without it.
         """
+        if not self._config.header_map:  # it would go out as an empty "response": a false success
+            await trio.lowlevel.checkpoint()
+            return
         info = ErrorInfo(
             kind="MessageTooLargeError",
             text=f"{size} bytes (header + data) is above the receiver's max_msg_size of {limit} bytes;"

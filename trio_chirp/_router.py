@@ -56,6 +56,8 @@ class AllowList:
     """Where a router may forward: networks (any port) and exact ``(address, port)`` destinations."""
 
     def __init__(self, entries: Iterable[str | tuple[str, int]]) -> None:
+        if isinstance(entries, str | tuple):
+            raise TypeError(f"Router allow must be a list of entries, not one entry: allow=[{entries!r}]")
         self._networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self._destinations: set[tuple[str, int]] = set()
         for entry in entries:

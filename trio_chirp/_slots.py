@@ -73,6 +73,20 @@ class SlotPool:
                 raise ConnectionLostError("the peer reset the connection while its reader waited for a slot")
         self._take(cost)
 
+    def why_reading_stopped(self) -> str:
+        """For a timeout's message, while the reader waits for a slot: what holds it up."""
+        if self.in_use < self.size:
+            return (
+                "; the ACK may be unread: this node stopped reading from the peer because the"
+                " node-wide budget of unreleased messages (max_unreleased, max_unreleased_bytes) is"
+                " full: receive() and release() messages (docs/memory.md)"
+            )
+        return (
+            f"; the ACK may be unread: this node's {self.in_use} receive slot(s) on that connection are"
+            " held by message(s) the application has not released (or not received yet), so this node"
+            " stopped reading from the peer; receive() and release() them (docs/lockups.md)"
+        )
+
     def release(self, cost: int) -> None:
         self.in_use -= 1
         self._budget.give(cost)

@@ -10,7 +10,9 @@ reader, before any queue), or the application's, queued in the ``Inbox`` for
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
+from .._address import RemoteKey
 from .._config import Config
 from .._connection import Connection
 from .._errors import ChirpError, ProtocolError
@@ -23,6 +25,10 @@ from ._log import NodeLog
 __all__ = ["Delivery"]
 
 StartSoon = Callable[..., None]
+
+MAX_PENDING_REFUSALS: Final = 64
+"""Error responses for oversized messages being written at once, node-wide; past it, a
+further oversized frame closes its connection."""
 
 
 class Delivery:
@@ -43,6 +49,7 @@ class Delivery:
         self.leftovers_dropped = 0
         self.header_errors = 0
         self.oversized_refused = 0
+        self._refusals_pending = 0
 
     def deliver(self, source: Connection, message: Message) -> None:
         """A received message: an error response, an awaited response, or the application's."""
@@ -69,9 +76,15 @@ class Delivery:
             conn,
         )
 
-    def refuse_oversized(self, conn: Connection, head: FrameHead, limit: int, hop: str) -> None:
+    def refuse_oversized(self, conn: Connection, head: FrameHead, limit: int, hop: str) -> bool:
         """An announced peer's message above ``limit`` was skipped unread: counted, logged, and
-        its sender told with an error response (the connection and the rest on it go on)."""
+        its sender told with an error response (the connection and the rest on it go on).
+
+        False when ``MAX_PENDING_REFUSALS`` error responses are still being written: a flood
+        of oversized frames then closes its connection, as libchirp would, instead of
+        growing tasks and queued responses without bound."""
+        if self._refusals_pending >= MAX_PENDING_REFUSALS:
+            return False
         self.oversized_refused += 1
         size = head.header_len + head.data_len
         self._log.limited(
@@ -85,8 +98,15 @@ class Delivery:
             limit,
         )
         if conn.remote is not None:
-            remote = conn.remote
-            self._start_soon(self._requests.refuse_oversized, remote.key, head.identity, size, limit, hop)
+            self._refusals_pending += 1
+            self._start_soon(self._refuse, conn.remote.key, head.identity, size, limit, hop)
+        return True
+
+    async def _refuse(self, key: RemoteKey, identity: bytes, size: int, limit: int, hop: str) -> None:
+        try:
+            await self._requests.refuse_oversized(key, identity, size, limit, hop)
+        finally:
+            self._refusals_pending -= 1
 
     def retire(self, conn: Connection, cause: ChirpError) -> None:
         """What a closed connection delivered and the application has not taken yet.

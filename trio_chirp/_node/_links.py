@@ -245,9 +245,9 @@ class Links:
                 old.close(ConnectionLostError(f"{old} was reset by the peer, which reconnected"))
         return remote
 
-    def on_oversized(self, conn: Connection, head: FrameHead) -> None:
+    def on_oversized(self, conn: Connection, head: FrameHead) -> bool:
         hop = describe_hop("receiver", self._state.port, self._state.identity)
-        self._delivery.refuse_oversized(conn, head, self._config.max_msg_size, hop)
+        return self._delivery.refuse_oversized(conn, head, self._config.max_msg_size, hop)
 
     def _refuse_handshake(self, conn: Connection, handshake: Handshake) -> str | None:
         """Why a peer's handshake cannot be trusted, or None.
