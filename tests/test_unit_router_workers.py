@@ -1,0 +1,197 @@
+"""Promises of routers and workers that no other test pins, in memory under MockClock.
+
+* ``Workers``: during the stop grace a handler never runs past its message's deadline;
+  ``Workers.run`` returns by itself when the node closes.
+* ``Router``: an identity is forgotten as soon as its next hop failed (not at its
+  deadline); the response goes back to the producer before the router's ACK.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+from memnet_helpers import PORT, A, B, C, FakePeer, node, to
+
+from trio_chirp import Message, RemoteError, Router, Workers
+from trio_chirp.testing import MemoryNetwork
+
+# --- workers ----------------------------------------------------------------------------------
+
+
+async def test_the_stop_grace_never_runs_a_handler_past_its_messages_deadline(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    ended: list[tuple[float, float | None]] = []
+
+    async def handler(msg: Message) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            ended.append((trio.current_time(), msg.deadline))
+
+    async with node(net, B, synchronous=False) as b, node(net, A, synchronous=False) as a:
+        workers = Workers(b, handler, grace=5.0)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(workers.run)
+            with trio.move_on_after(1.0):  # the caller's deadline travels with the message
+                await a.send(to(B, b"job"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert workers.statistics().running == 1
+            await trio.sleep(0.2)
+            stopped = trio.current_time()
+            nursery.cancel_scope.cancel()  # the grace (5 s) would end long after the deadline
+        [(at, deadline)] = ended
+        assert deadline is not None
+        assert stopped < deadline < stopped + 5.0
+        assert at == pytest.approx(deadline)  # the deadline, not the grace, ended it
+        assert trio.current_time() == pytest.approx(deadline)  # and run() returned then
+        stats = workers.statistics()
+        assert (stats.handled, stats.failed, stats.running) == (0, 1, 0)
+
+
+async def test_a_handler_without_a_deadline_gets_exactly_the_grace(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    ended: list[float] = []
+
+    async def handler(msg: Message) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            ended.append(trio.current_time())
+
+    async with node(net, B, synchronous=False) as b, node(net, A, synchronous=False) as a:
+        workers = Workers(b, handler, grace=0.75)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(workers.run)
+            await a.send(to(B))
+            await trio.testing.wait_all_tasks_blocked()
+            stopped = trio.current_time()
+            nursery.cancel_scope.cancel()
+        assert ended == [pytest.approx(stopped + 0.75)]
+        assert workers.statistics().failed == 1
+
+
+async def test_workers_run_returns_when_the_node_closes(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    handled: list[bytes] = []
+    returned = trio.Event()
+
+    async def handler(msg: Message) -> None:
+        handled.append(msg.data)
+
+    async with trio.open_nursery() as outer:
+        async with node(net, B, synchronous=False) as b, node(net, A) as a:
+            workers = Workers(b, handler, count=3)
+
+            async def run_workers() -> None:
+                await workers.run()
+                returned.set()
+
+            outer.start_soon(run_workers)
+            await a.send(to(B, b"one"))
+            assert handled == [b"one"]
+            await trio.testing.wait_all_tasks_blocked()
+            assert not returned.is_set()
+        with trio.fail_after(1.0):  # no cancellation from here: the node's close ends it
+            await returned.wait()
+        assert not outer.cancel_scope.cancel_called
+    assert workers.statistics().running == 0
+
+
+async def test_workers_count_must_be_positive() -> None:
+    net = MemoryNetwork()
+    async with node(net, B) as b:
+
+        async def handler(msg: Message) -> None:
+            raise AssertionError("never called")
+
+        with pytest.raises(ValueError, match="count must be >= 1, got 0"):
+            Workers(b, handler, count=0)
+        assert Workers(b, handler, count=1).statistics().running == 0
+
+
+# --- routers ----------------------------------------------------------------------------------
+
+
+async def test_a_router_forgets_an_identity_as_soon_as_its_next_hop_failed(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    net.host(C)
+    net.refuse(C)
+    async with (
+        node(net, B) as router_node,
+        node(net, A, timeout=30) as producer,
+        trio.open_nursery() as nursery,
+    ):
+        router = Router(router_node)
+        await nursery.start(router.run)
+        message = Message(b"x", address=B, port=PORT, destination=(C, PORT))
+        start = trio.current_time()
+        with pytest.raises(RemoteError, match="CannotConnectError"):
+            await producer.request(message)
+        await trio.testing.wait_all_tasks_blocked()
+        assert trio.current_time() == start  # long before the producer's 30 s
+        stats = router.statistics()
+        assert (stats.remembered, stats.forgotten) == (0, 0)
+        assert router_node.statistics().requests_pending == 0  # its request table forgot it too
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_router_forgets_an_identity_whose_next_hop_never_acknowledged(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    silent = FakePeer(net, C)  # accepts and reads, never ACKs
+    async with (
+        trio.open_nursery() as nursery,
+        node(net, B, timeout=30) as router_node,
+        node(net, A, timeout=30) as producer,
+    ):
+        await nursery.start(silent.run)
+        router = Router(router_node)
+        await nursery.start(router.run)
+        start = trio.current_time()
+        with pytest.raises(RemoteError, match="ChirpTimeoutError"), trio.fail_after(2.0):
+            await producer.request(Message(b"x", address=B, port=PORT, destination=(C, PORT)))
+        # The producer's 2 s less the router's margin (0.1 s), plus half the margin.
+        assert trio.current_time() - start == pytest.approx(2.0 - 0.05)
+        await trio.testing.wait_all_tasks_blocked()
+        assert router.statistics().remembered == 0
+        assert router.statistics().failed == {"next hop failed": 1}
+        assert router_node.statistics().requests_pending == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_routers_response_goes_back_before_its_ack(autojump_clock: trio.abc.Clock) -> None:
+    """The producer's request sees the response first and then the ACK, for a slow worker
+    and for one whose response is large (its write takes a while on a small window)."""
+    net = MemoryNetwork()
+    net.set_window(A, B, 1000)
+    async with (
+        node(net, C, synchronous=False) as worker,
+        node(net, B) as router_node,
+        node(net, A, timeout=30) as producer,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def handle(msg: Message) -> None:
+            await trio.sleep(0.3)
+            await worker.reply(msg, msg.data * 20_000)
+
+        await nursery.start(Workers(worker, handle).run)
+        router = Router(router_node)
+        await nursery.start(router.run)
+        for word in (b"a", b"b"):
+            start = trio.current_time()
+            response = await producer.request(Message(word, address=B, port=PORT, destination=(C, PORT)))
+            assert response.data == word * 20_000
+            assert trio.current_time() - start >= 0.3
+        stats = producer.statistics()
+        assert (stats.requests_completed, stats.acks_before_response) == (2, 0)
+        assert router.statistics().responses == 2
+        await trio.testing.wait_all_tasks_blocked()
+        assert router.statistics().remembered == 0
+        nursery.cancel_scope.cancel()
