@@ -3,6 +3,7 @@
 
     python3 dev.py demo    # run the main job: two nodes exchanging messages
     python3 dev.py test    # the whole check suite: ruff, mypy --strict, pytest
+    python3 dev.py mutate  # mutation testing, time-boxed (docs/mutation.md); not part of CI
 
 Both create (or reuse) ``.venv`` inside the checkout, so nothing leaks into the
 system Python. The venv is reinstalled when ``pyproject.toml`` changes.
@@ -51,14 +52,20 @@ def demo(argv: list[str]) -> None:
 
 def test(argv: list[str]) -> None:
     ensure_venv("test")
-    _run(BIN / "ruff", "check", "trio_chirp", "tests", "examples", "bench", "dev.py")
-    _run(BIN / "ruff", "format", "--check", "trio_chirp", "tests", "examples", "bench", "dev.py")
+    _run(BIN / "ruff", "check", "trio_chirp", "tests", "examples", "bench", "tools", "dev.py")
+    _run(BIN / "ruff", "format", "--check", "trio_chirp", "tests", "examples", "bench", "tools", "dev.py")
     _run(PY, "-m", "mypy", "--strict", "trio_chirp")
     _run(BIN / "lint-imports", "--no-cache")  # the layering contract (pyproject.toml, docs/architecture.md)
     _run(PY, "-m", "pytest", *argv)
 
 
-TASKS = {"demo": demo, "test": test}
+def mutate(argv: list[str]) -> None:
+    """Mutation testing, time-boxed: ``dev.py mutate [--minutes N] [module ...]`` (docs/mutation.md)."""
+    ensure_venv("mutate")
+    _run(PY, ROOT / "tools" / "mutate.py", *argv)
+
+
+TASKS = {"demo": demo, "test": test, "mutate": mutate}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in TASKS:
