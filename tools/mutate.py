@@ -49,6 +49,11 @@ RESULTS = ROOT / ".cache" / "mutation"
 EQUIVALENTS_DOC = ROOT / "docs" / "mutation.md"
 DEFAULT_MINUTES = 30.0
 
+_SNIFFING = [
+    "tests/test_tls.py::test_tls_from_a_local_source_is_sniffed_and_served",
+    "tests/test_tls.py::test_sniffing_and_tls_handshakes_count_against_max_handshakes",
+    "tests/test_tls.py::test_a_plaintext_peer_on_port_5635_is_not_taken_for_tls",
+]
 _NODE = ["tests/test_unit_remote_table.py", "tests/test_node_surface.py", "tests/test_node_memory.py"]
 
 TESTS: dict[str, list[str]] = {
@@ -57,12 +62,23 @@ TESTS: dict[str, list[str]] = {
     "_protocol.parser": ["tests/test_protocol_parser.py", "tests/test_protocol_vectors.py"],
     "_protocol.events": ["tests/test_protocol_parser.py", "tests/test_protocol_vectors.py"],
     "_header": ["tests/test_header.py"],
-    "_sniff": ["tests/test_unit_sniff.py"],
-    "_inbox": ["tests/test_unit_admission_inbox.py"],
+    "_sniff": ["tests/test_unit_sniff.py", *_SNIFFING],
+    "_inbox": ["tests/test_unit_admission_inbox.py", "tests/test_unit_limits_inbox_edges.py"],
     "_slots": ["tests/test_unit_admission_inbox.py", "tests/test_node_memory.py"],
-    "_limits": ["tests/test_unit_admission_inbox.py", "tests/test_node_limits.py"],
-    "_requests": ["tests/test_unit_request_table.py", "tests/test_requests.py"],
-    "_ratelimit": ["tests/test_unit_ratelimit.py"],
+    "_limits": [
+        "tests/test_unit_admission_inbox.py",
+        "tests/test_unit_limits_inbox_edges.py",
+        "tests/test_node_limits.py",
+    ],
+    "_requests": [
+        "tests/test_unit_request_table.py",
+        "tests/test_unit_requests_service.py",
+        "tests/test_requests.py",
+    ],
+    "_ratelimit": [
+        "tests/test_unit_ratelimit.py",
+        "tests/test_node_surface.py::test_log_limiter_first_of_each_key_then_a_summary",
+    ],
     "_config": ["tests/test_config.py"],
     "_message": ["tests/test_message.py"],
     "_address": ["tests/test_config.py", "tests/test_message.py", "tests/test_unit_address.py"],
@@ -219,7 +235,9 @@ def sites(source: str) -> list[Site]:
         elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call | ast.Await):
             add(i, node, "call statement removed")
         elif isinstance(node, ast.Return) and node.value is not None:
-            if not (isinstance(node.value, ast.Constant) and node.value.value is None):
+            # Not for a constant: ``return None`` is no change, ``return False`` -> None is
+            # the same to every caller that tests truth, and True/False are flipped anyway.
+            if not isinstance(node.value, ast.Constant):
                 add(i, node, "`return x` -> `return None`")
         elif isinstance(node, ast.Break):
             add(i, node, "`break` -> `continue`")
