@@ -232,3 +232,157 @@ async def test_a_failing_error_response_releases_without_ack() -> None:
     assert await requests.fail_message(msg, ValueError("bad"), "here") is False
     assert releases == [False]
     assert requests.error_responses_out == 0
+
+
+class InFlight:
+    """The remote table as requests see it: the synchronous message in flight, if any."""
+
+    def __init__(self) -> None:
+        self.identity: bytes | None = None
+        self.settled: list[ChirpError] = []
+
+    def awaiting_ack(self, key: tuple[str, int], identity: bytes) -> bool:
+        return key == PEER and identity == self.identity
+
+    def settle_in_flight(self, key: tuple[str, int], identity: bytes, error: ChirpError) -> bool:
+        if key == PEER and identity == self.identity:
+            self.settled.append(error)
+            return True
+        return False
+
+
+@pytest.mark.parametrize("response_first", [True, False])
+async def test_acks_before_response_counts_only_a_response_that_came_after_the_ack(
+    autojump_clock: trio.abc.Clock, response_first: bool
+) -> None:
+    send = FakeSend()
+    in_flight = InFlight()
+    requests = Requests(Config(timeout=5.0), send, in_flight, QuietLog())
+    response, _ = received(b"answer")
+
+    def answer(message: Message) -> None:
+        in_flight.identity = message.identity  # in flight until send() returns (the ACK)
+        if response_first:
+            assert requests.offer(response)
+
+    send.on_send = answer
+    async with trio.open_nursery() as nursery:
+
+        async def late() -> None:
+            await trio.sleep(0.5)
+            in_flight.identity = None
+            assert requests.offer(response)
+
+        if not response_first:
+            nursery.start_soon(late)
+        got = await requests.request(asked(), synchronous=True, auto_release=True)
+    assert got is response
+    assert requests.table.acks_before_response == (0 if response_first else 1)
+    # An asynchronous request is never counted: it does not wait for the ACK.
+    again, _ = received(b"again")
+    send.on_send = lambda m: requests.offer(again)  # type: ignore[func-returns-value]
+    await requests.request(asked(), synchronous=False, auto_release=True)
+    assert requests.table.acks_before_response == (0 if response_first else 1)
+
+
+async def test_after_a_cancelled_request_a_second_response_goes_to_the_application(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    send = FakeSend()
+    requests = service(send, timeout=5.0)
+    first, first_releases = received(b"first")
+    send.on_send = lambda m: requests.offer(first)  # type: ignore[func-returns-value]
+    send.block = True
+    with trio.move_on_after(1.0):
+        await requests.request(asked(), synchronous=True, auto_release=False)
+    assert first_releases == [True]
+    second, _ = received(b"second")
+    # The identity was answered, not abandoned: nothing waits for a late response.
+    assert not requests.table.active
+    assert not requests.offer(second)
+    second.release()
+    assert requests.table.late_responses == 0
+
+
+async def test_a_cancelled_request_sends_nothing_and_every_request_is_a_checkpoint() -> None:
+    send = FakeSend()
+    requests = service(send, timeout=5.0)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await requests.request(asked(), synchronous=True, auto_release=True)
+    assert send.sent == []
+    assert len(requests.table) == 0
+
+    class Answering(FakeSend):
+        async def __call__(self, message: Message, synchronous: bool, options: SendOptions) -> None:
+            self.sent.append((message, synchronous, options))  # no checkpoint of its own
+            assert requests.offer(response)
+
+    response, _ = received(b"answer")
+    requests._send = Answering()
+    with trio.testing.assert_checkpoints():
+        assert await requests.request(asked(), synchronous=True, auto_release=True) is response
+
+
+async def test_send_response_writes_a_response_or_an_error_response() -> None:
+    send = FakeSend()
+    requests = service(send)
+    response = Message(b"r", address=PEER[0], port=PEER[1])
+    await requests.send_response(response)
+    error = ErrorInfo(kind="X", text="y", hop="z")
+    await requests.send_response(response, error=error)
+    [(_, sync1, plain), (_, sync2, failed)] = send.sent
+    assert (sync1, sync2) == (False, False)
+    assert plain.wait_until_written
+    assert not plain.deadline_travels
+    assert plain.meta is None
+    assert failed.meta == ChirpMeta(error=error)
+    assert failed.wait_until_written
+    assert not failed.deadline_travels
+
+
+async def test_a_router_forgetting_an_identity_drops_its_late_response(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    send = FakeSend()
+    requests = service(send, timeout=5.0)
+    taken: list[Message] = []
+    requests.expect(IDENTITY, PEER, taken.append)
+    requests.forget(IDENTITY)
+    late, releases = received(b"late")
+    assert requests.offer(late)  # remembered as abandoned: dropped, not delivered
+    assert (taken, releases, requests.table.late_responses) == ([], [True], 1)
+
+
+async def test_error_responses_in_settle_the_send_in_flight_a_request_or_nothing() -> None:
+    send = FakeSend()
+    in_flight = InFlight()
+    log = QuietLog()
+    requests = Requests(Config(timeout=5.0), send, in_flight, log)
+    info = ErrorInfo(kind="ValueError", text="bad", hop="w")
+    # The synchronous send in flight fails with it.
+    in_flight.identity = IDENTITY
+    message, releases = received(b"", meta=ChirpMeta(error=info))
+    requests.on_error_response(message, info)
+    assert [type(e) for e in in_flight.settled] == [RemoteError]
+    assert releases == [True]
+    # Nothing matches: counted, logged, released.
+    in_flight.identity = None
+    message, releases = received(b"", meta=ChirpMeta(error=info))
+    requests.on_error_response(message, info)
+    assert releases == [True]
+    assert (requests.error_responses_in, requests.unmatched_error_responses) == (2, 1)
+    assert len(log.lines) == 1
+    assert "matched no waiting send or request: ValueError: bad" in log.lines[0]
+    # A request waiting for it fails with it.
+    pending = requests.table.expect(IDENTITY, PEER)
+    message, releases = received(b"", meta=ChirpMeta(error=info))
+    requests.on_error_response(message, info)
+    assert isinstance(pending.error, RemoteError)
+    assert requests.unmatched_error_responses == 1
+
+
+def test_the_abandoned_identities_are_bounded_at_4096() -> None:
+    from trio_chirp._requests import ABANDONED_CAPACITY
+
+    assert ABANDONED_CAPACITY == 4096
