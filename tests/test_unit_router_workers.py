@@ -14,6 +14,7 @@ import trio.testing
 from memnet_helpers import PORT, A, B, C, FakePeer, node, to
 
 from trio_chirp import Message, RemoteError, Router, Workers
+from trio_chirp._message import meta_of
 from trio_chirp.testing import MemoryNetwork
 
 # --- workers ----------------------------------------------------------------------------------
@@ -194,4 +195,109 @@ async def test_a_routers_response_goes_back_before_its_ack(autojump_clock: trio.
         assert router.statistics().responses == 2
         await trio.testing.wait_all_tasks_blocked()
         assert router.statistics().remembered == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_plain_send_is_acked_when_the_worker_releases_and_remembered_until_its_deadline(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """No response to wait for: the ACK goes back at once; the identity is remembered (a
+    response could still come) until the producer's deadline, then the expiry task forgets
+    it although nothing else is forwarded."""
+    net = MemoryNetwork()
+    async with (
+        node(net, C, synchronous=False) as worker,
+        node(net, B) as router_node,
+        node(net, A, timeout=30) as producer,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def consume() -> None:
+            async for msg in worker:
+                msg.release()
+
+        nursery.start_soon(consume)
+        router = Router(router_node)
+        await nursery.start(router.run)
+        start = trio.current_time()
+        with trio.fail_after(2.0):
+            await producer.send(Message(b"x", address=B, port=PORT, destination=(C, PORT)))
+        assert trio.current_time() == start
+        assert router.statistics().remembered == 1
+        await trio.sleep(1.9)
+        assert router.statistics().remembered == 1
+        await trio.sleep(0.2)  # past the producer's deadline (2 s)
+        assert router.statistics().remembered == 0
+        assert router_node.statistics().requests_pending == 0
+        assert router.statistics().forwarded == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_message_from_a_producer_without_our_map_is_forwarded_with_one_hop(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    hops: list[int] = []
+    async with (
+        node(net, C, synchronous=False) as worker,
+        node(net, B) as router_node,
+        node(net, A, timeout=5, header_map=False) as producer,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def consume() -> None:
+            async for msg in worker:
+                meta = meta_of(msg)
+                assert meta is not None
+                hops.append(meta.hops)
+                msg.release()
+
+        nursery.start_soon(consume)
+        await nursery.start(Router(router_node, lambda msg: (C, PORT)).run)
+        await producer.send(to(B))
+        assert hops == [1]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_route_to_a_bad_address_fails_that_message(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    async with (
+        node(net, B) as router_node,
+        node(net, A, timeout=30) as producer,
+        trio.open_nursery() as nursery,
+    ):
+        router = Router(router_node, lambda msg: (C, 0))
+        await nursery.start(router.run)
+        with pytest.raises(RemoteError, match="route returned"):
+            await producer.request(to(B))
+        assert router.statistics().failed == {"bad route": 1}
+        assert router.statistics().remembered == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_past_its_capacity_a_router_forgets_the_oldest_identity(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("trio_chirp._router.CAPACITY", 2)
+    net = MemoryNetwork()
+    async with (
+        node(net, C, synchronous=False) as worker,
+        node(net, B) as router_node,
+        node(net, A, timeout=30) as producer,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def consume() -> None:
+            async for msg in worker:
+                msg.release()
+
+        nursery.start_soon(consume)
+        router = Router(router_node)
+        await nursery.start(router.run)
+        for _ in range(3):
+            with trio.fail_after(10.0):
+                await producer.send(Message(b"x", address=B, port=PORT, destination=(C, PORT)))
+        stats = router.statistics()
+        assert (stats.forwarded, stats.remembered, stats.forgotten) == (3, 2, 1)
+        assert router_node.statistics().requests_pending == 2
         nursery.cancel_scope.cancel()

@@ -91,8 +91,12 @@ TESTS: dict[str, list[str]] = {
     "_node._log": _NODE,
     "_connection": [*_NODE, "tests/test_node_pins.py", "tests/test_node_properties.py"],
     "_remote": [*_NODE, "tests/test_node_pins.py"],
-    "_router": ["tests/test_requests.py", "tests/test_unit_router_workers.py"],
-    "_workers": ["tests/test_requests.py", "tests/test_unit_router_workers.py"],
+    "_router": [
+        "tests/test_unit_router_workers.py",
+        "tests/test_requests.py",
+        "tests/test_lockup_hunt.py::test_router_forgets_identities_by_their_deadline",
+    ],
+    "_workers": ["tests/test_unit_router_workers.py", "tests/test_requests.py"],
 }
 """Module (under ``trio_chirp``) -> the fast tests that cover it. Tests that run the package
 in another process (interop, examples, pytester subprocesses) cannot see a mutant and are
