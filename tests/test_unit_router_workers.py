@@ -14,7 +14,7 @@ import trio.testing
 from memnet_helpers import PORT, A, B, C, FakePeer, node, to
 
 from trio_chirp import Message, RemoteError, Router, Workers
-from trio_chirp._message import meta_of
+from trio_chirp._message import meta_of, received_message
 from trio_chirp.testing import MemoryNetwork
 
 # --- workers ----------------------------------------------------------------------------------
@@ -301,3 +301,112 @@ async def test_past_its_capacity_a_router_forgets_the_oldest_identity(
         assert (stats.forwarded, stats.remembered, stats.forgotten) == (3, 2, 1)
         assert router_node.statistics().requests_pending == 2
         nursery.cancel_scope.cancel()
+
+
+# --- workers, one message at a time ---------------------------------------------------------------
+
+
+def _received(deadline: float | None) -> tuple[Message, list[bool]]:
+    releases: list[bool] = []
+    msg = received_message(
+        bytes(16), 1, b"", b"job", A, PORT, b"\0" * 16, True,
+        lambda m, ack: releases.append(ack), deadline, None, 3,
+    )  # fmt: skip
+    return msg, releases
+
+
+async def test_a_message_whose_deadline_is_now_is_expired_and_never_handled(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    ran: list[bytes] = []
+
+    async def handler(msg: Message) -> None:
+        ran.append(msg.data)
+
+    async with node(net, B, synchronous=False) as b:
+        workers = Workers(b, handler)
+        msg, releases = _received(trio.current_time())
+        await workers._handle(msg)
+        assert (ran, releases) == ([], [False])
+        assert workers.statistics().expired == 1
+        msg, releases = _received(trio.current_time() + 0.001)
+        await workers._handle(msg)
+        assert (ran, releases) == ([b"job"], [True])
+        assert (workers.statistics().expired, workers.statistics().handled) == (1, 1)
+
+
+class Boom(BaseException):
+    pass
+
+
+async def test_a_handler_that_raises_a_base_exception_never_acks(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+
+    async def handler(msg: Message) -> None:
+        raise Boom
+
+    async with node(net, B, synchronous=False) as b:
+        workers = Workers(b, handler)
+        msg, releases = _received(None)
+        with pytest.raises(Boom):
+            await workers._handle(msg)
+        assert releases == [False]
+        assert workers.statistics().running == 0
+
+
+@pytest.mark.parametrize(
+    ("deadline", "stop", "text"),
+    [
+        (0.5, None, "the handler ran past the message's deadline"),
+        (None, 0.25, "the worker was stopped and its grace ran out"),
+    ],
+)
+async def test_a_handler_failure_is_logged_with_why_it_ended(
+    autojump_clock: trio.abc.Clock,
+    caplog: pytest.LogCaptureFixture,
+    deadline: float | None,
+    stop: float | None,
+    text: str,
+) -> None:
+    net = MemoryNetwork()
+
+    async def handler(msg: Message) -> None:
+        await trio.sleep_forever()
+
+    async with node(net, B, synchronous=False) as b:
+        workers = Workers(b, handler, grace=0.5)
+        start = trio.current_time()
+        msg, releases = _received(None if deadline is None else start + deadline)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(workers._handle, msg)
+            if stop is not None:
+                await trio.sleep(stop)
+                workers.drain()
+        assert trio.current_time() - start == pytest.approx(0.5 if stop is None else stop + 0.5)
+        assert releases == [False]
+        assert workers.statistics().failed == 1
+    failures = [r.getMessage() for r in caplog.records if r.name == "trio_chirp.workers"]
+    assert len(failures) == 1
+    assert text in failures[0]
+
+
+async def test_by_default_one_handler_runs_at_a_time(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    go = trio.Event()
+
+    async def handler(msg: Message) -> None:
+        await go.wait()
+
+    async with node(net, B, synchronous=False) as b, node(net, A, synchronous=False) as a:
+        workers = Workers(b, handler)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(workers.run)
+            await a.send(to(B, b"1"))
+            await a.send(to(B, b"2"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert workers.statistics().running == 1
+            go.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert workers.statistics().handled == 2
+            nursery.cancel_scope.cancel()
