@@ -64,7 +64,7 @@ TESTS: dict[str, list[str]] = {
     "_header": ["tests/test_header.py"],
     "_sniff": ["tests/test_unit_sniff.py", *_SNIFFING],
     "_inbox": ["tests/test_unit_admission_inbox.py", "tests/test_unit_limits_inbox_edges.py"],
-    "_slots": ["tests/test_unit_admission_inbox.py", "tests/test_node_memory.py"],
+    "_slots": ["tests/test_unit_slots.py", "tests/test_unit_admission_inbox.py", "tests/test_node_memory.py"],
     "_limits": [
         "tests/test_unit_admission_inbox.py",
         "tests/test_unit_limits_inbox_edges.py",
