@@ -80,7 +80,7 @@ TESTS: dict[str, list[str]] = {
         "tests/test_node_surface.py::test_log_limiter_first_of_each_key_then_a_summary",
     ],
     "_config": ["tests/test_config.py"],
-    "_message": ["tests/test_message.py"],
+    "_message": ["tests/test_unit_message.py", "tests/test_message.py"],
     "_address": ["tests/test_config.py", "tests/test_message.py", "tests/test_unit_address.py"],
     # the node, the connection, the remote, routers and workers
     "_node._delivery": [*_NODE, "tests/test_unit_admission_inbox.py", "tests/test_requests.py"],
