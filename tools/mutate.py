@@ -345,7 +345,8 @@ def _run_child(
             os.dup2(fd, 2)
             if code is not None:
                 sys.meta_path.insert(0, _MutantFinder(f"trio_chirp.{module}", _path(module), code))
-            args = ["-x", "-q", "-p", "no:cacheprovider", "--timeout", str(int(limit) + 5), *tests]
+            args = ["-x", "-q", "-p", "no:cacheprovider", "--timeout", str(int(limit) + 5)]
+            args += ["-W", "ignore::pytest.PytestAssertRewriteWarning", *tests]
             status = int(pytest.main(args))
         except BaseException:
             traceback.print_exc()
@@ -485,6 +486,36 @@ def _survivors(modules: list[str]) -> Iterator[str]:
                     yield f"{o['key']}    | {o['source_line']}"
 
 
+def _report(modules: list[str]) -> str:
+    """The saved results as a Markdown table (equivalents judged by the current list)."""
+    head = "| module | mutants | run | killed | timed out | survived | equivalent | not run | killed* |"
+    rows = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    known = equivalents()
+    for module in modules:
+        file = RESULTS / f"{module}.json"
+        if not file.exists():
+            continue
+        current = {site.key(module) for site in sites(_path(module).read_text())}
+        # Only mutants the mutator still makes (a run by an older one may have had more).
+        outcomes = [o for o in json.loads(file.read_text())["outcomes"] if o["key"] in current]
+        count = dict.fromkeys(("killed", "timeout", "survived", "equivalent", "not run", "error"), 0)
+        for o in outcomes:
+            status = o["status"]
+            what = o["key"].split(": ", 1)[1]
+            if status in ("survived", "equivalent"):
+                status = "equivalent" if (o["source_line"], what) in known.get(module, set()) else "survived"
+            count[status] += 1
+        run = len(outcomes) - count["not run"]
+        judged = count["killed"] + count["timeout"] + count["survived"]
+        rate = "n/a" if not judged else f"{(count['killed'] + count['timeout']) / judged:.0%}"
+        rows.append(
+            f"| `{module}` | {len(outcomes)} | {run} | {count['killed']} | {count['timeout']} |"
+            f" {count['survived']} | {count['equivalent']} | {count['not run']} | {rate} |"
+        )
+    rows.append("\n\\* killed or timed out, of the mutants run and not judged equivalent")
+    return "\n".join(rows)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 dev.py mutate", description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help="modules under trio_chirp (default: every mapped one)")
@@ -495,6 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="order in which mutants are tried")
     parser.add_argument("--list", action="store_true", help="list the modules, their tests and mutant counts")
     parser.add_argument("--survivors", action="store_true", help="print the last run's survivors")
+    parser.add_argument("--report", action="store_true", help="the last run's figures as a Markdown table")
     args = parser.parse_args(argv)
     modules = [normalize(m) for m in args.modules] or list(TESTS)
     unknown = [m for m in modules if m not in TESTS]
@@ -508,12 +540,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in _survivors(modules):
             print(line)
         return 0
+    if args.report:
+        print(_report(modules))
+        return 0
     os.nice(10)
-    # Imported once here, not once per mutant (not pytest's plugins, nor Hypothesis, which
-    # has a plugin: pytest warns when it cannot rewrite their asserts, an error here).
+    # Imported once here, not once per mutant. Hypothesis brings its pytest plugin, whose
+    # asserts pytest can then not rewrite: that warning is switched off in the children.
+    import hypothesis  # noqa: F401
     import msgpack  # noqa: F401
     import pytest  # noqa: F401
-    import trio  # noqa: F401
+    import trio
+    import trio.testing  # noqa: F401
 
     assert "trio_chirp" not in sys.modules  # a child must import the mutant, not a cached module
     budget = args.minutes * 60
