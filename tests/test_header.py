@@ -543,6 +543,7 @@ def test_hops_and_remaining_at_their_limits() -> None:
     assert (MAX_HOPS, MAX_REMAINING) == (255, 1e7)
     for hops in (0, MAX_HOPS):
         assert split(encode(ChirpMeta(hops=hops)))[1] == ChirpMeta(hops=hops)
+        assert split(ours(entry("hops", hops)))[1] == ChirpMeta(hops=hops)  # 0 written out is read too
     for bad in (-1, MAX_HOPS + 1):
         with pytest.raises(ValueError, match="hops must be an int"):
             encode(ChirpMeta(hops=bad))

@@ -148,6 +148,8 @@ class Site:
     line: int
     col: int
     what: str
+    scope: str
+    """The enclosing function (``Class.method``), or ``(module)`` at the top level."""
 
     def key(self, module: str) -> str:
         return f"{module}:{self.line}:{self.col}: {self.what}"
@@ -215,8 +217,19 @@ def sites(source: str) -> list[Site]:
     skipped = _skipped_nodes(tree, lines)
     found: list[Site] = []
 
+    parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
+
+    def scope_of(node: ast.AST) -> str:
+        names = []
+        while node in parents:
+            node = parents[node]
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.append(node.name)
+        return ".".join(reversed(names)) or "(module)"
+
     def add(i: int, node: ast.AST, what: str) -> None:
-        found.append(Site(i, getattr(node, "lineno", 0), getattr(node, "col_offset", 0), what))
+        line, col = getattr(node, "lineno", 0), getattr(node, "col_offset", 0)
+        found.append(Site(i, line, col, what, scope_of(node)))
 
     for i, node in enumerate(ast.walk(tree)):
         if id(node) in skipped:
@@ -326,6 +339,7 @@ class Outcome:
     status: str  # killed, survived, timeout, error, clean
     seconds: float
     source_line: str = ""
+    scope: str = ""
 
 
 def _run_child(
@@ -383,24 +397,21 @@ def normalize(name: str) -> str:
     return name
 
 
-def equivalents() -> dict[str, set[tuple[str, str]]]:
-    """Survivors judged equivalent, from the table in docs/mutation.md: module -> {(source line, what)}.
-    A row is ``| module | `source line` | what | reason |``; matching ignores line numbers."""
-    found: dict[str, set[tuple[str, str]]] = {}
+def equivalents() -> dict[str, set[tuple[str, str, str]]]:
+    """Survivors judged equivalent, from the table in docs/mutation.md: module -> {(where,
+    source line, what)}. A row is ``| `module` | `where` | `source line` | what | reason |``;
+    matching ignores line numbers, so a row outlives edits elsewhere in the module."""
+    found: dict[str, set[tuple[str, str, str]]] = {}
     if not EQUIVALENTS_DOC.exists():
         return found
     text = EQUIVALENTS_DOC.read_text()
-    section = (
-        text.split("## Survivors judged equivalent", 1)[-1]
-        if "## Survivors judged equivalent" in text
-        else ""
-    )
+    heading = "## Survivors judged equivalent"
+    section = text.split(heading, 1)[1] if heading in text else ""
     for row in section.splitlines():
         cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", row.strip())[1:-1]]
-        if len(cells) >= 4 and cells[0].startswith("`"):
-            module = cells[0].strip("`")
-            line = cells[1].removeprefix("``").removesuffix("``").strip().strip("`").strip()
-            found.setdefault(module, set()).add((line, cells[2]))
+        if len(cells) >= 5 and cells[0].startswith("`"):
+            module, where, line = (c.strip("`").strip() for c in cells[:3])
+            found.setdefault(module, set()).add((where, line, cells[3]))
     return found
 
 
@@ -460,16 +471,16 @@ def run_module(module: str, tests: list[str], budget: float, rng_seed: int) -> T
         line_text = lines[site.line - 1].strip()
         if time.monotonic() - started + clean > budget:
             tally.not_run += 1
-            tally.outcomes.append(Outcome(site.key(module), "not run", 0.0, line_text))
+            tally.outcomes.append(Outcome(site.key(module), "not run", 0.0, line_text, site.scope))
             continue
         code = compile(mutate(source, site), str(path), "exec")
         status, seconds = _run_child(module, code, tests, log, limit)
-        if status == "survived" and (line_text, site.what) in known:
+        if status == "survived" and (site.scope, line_text, site.what) in known:
             status = "equivalent"
         setattr(tally, status, getattr(tally, status) + 1)
-        tally.outcomes.append(Outcome(site.key(module), status, seconds, line_text))
+        tally.outcomes.append(Outcome(site.key(module), status, seconds, line_text, site.scope))
         if status == "survived":
-            print(f"  survived {site.key(module)}    | {line_text}", flush=True)
+            print(f"  survived {site.key(module)}    | {site.scope} | {line_text}", flush=True)
     tally.outcomes.sort(key=lambda o: (int(o.key.split(":")[1]), o.key))
     (RESULTS / f"{module}.json").write_text(
         json.dumps({**asdict(tally), "rate": tally.rate()}, indent=1) + "\n"
@@ -483,7 +494,7 @@ def _survivors(modules: list[str]) -> Iterator[str]:
         if file.exists():
             for o in json.loads(file.read_text())["outcomes"]:
                 if o["status"] == "survived":
-                    yield f"{o['key']}    | {o['source_line']}"
+                    yield f"{o['key']}    | {o.get('scope', '')} | {o['source_line']}"
 
 
 def _report(modules: list[str]) -> str:
@@ -495,7 +506,7 @@ def _report(modules: list[str]) -> str:
         file = RESULTS / f"{module}.json"
         if not file.exists():
             continue
-        current = {site.key(module) for site in sites(_path(module).read_text())}
+        current = {site.key(module): site.scope for site in sites(_path(module).read_text())}
         # Only mutants the mutator still makes (a run by an older one may have had more).
         outcomes = [o for o in json.loads(file.read_text())["outcomes"] if o["key"] in current]
         count = dict.fromkeys(("killed", "timeout", "survived", "equivalent", "not run", "error"), 0)
@@ -503,7 +514,8 @@ def _report(modules: list[str]) -> str:
             status = o["status"]
             what = o["key"].split(": ", 1)[1]
             if status in ("survived", "equivalent"):
-                status = "equivalent" if (o["source_line"], what) in known.get(module, set()) else "survived"
+                where = (current[o["key"]], o["source_line"], what)
+                status = "equivalent" if where in known.get(module, set()) else "survived"
             count[status] += 1
         run = len(outcomes) - count["not run"]
         judged = count["killed"] + count["timeout"] + count["survived"]
