@@ -83,7 +83,7 @@ TESTS: dict[str, list[str]] = {
     "_message": ["tests/test_unit_message.py", "tests/test_message.py"],
     "_address": ["tests/test_config.py", "tests/test_message.py", "tests/test_unit_address.py"],
     # the node, the connection, the remote, routers and workers
-    "_node._delivery": [*_NODE, "tests/test_unit_admission_inbox.py", "tests/test_requests.py"],
+    "_node._delivery": ["tests/test_unit_delivery.py", *_NODE, "tests/test_node_bounded_memory.py"],
     "_node._links": [*_NODE, "tests/test_node_limits.py", "tests/test_node_pins.py"],
     "_node._remotes": _NODE,
     "_node._sending": [*_NODE, "tests/test_node_pins.py"],
