@@ -118,3 +118,18 @@ async def test_the_closed_connections_synchronous_messages_give_their_budget_bac
         assert (d.leftovers_dropped, d.inbox.leftovers) == (1, 2)
         d.close()
         nursery.cancel_scope.cancel()
+
+
+async def test_over_the_budget_without_leftovers_nothing_is_dropped() -> None:
+    async with trio.open_nursery() as nursery:
+        d = delivery(nursery, max_unreleased=1)
+        released: dict[str, bool] = {}
+        live = Conn("10.0.0.2")
+        arrive(d, live, "l1", released)
+        arrive(d, live, "l2", released)
+        assert d.budget.over
+        d.retire(Conn("10.0.0.3"), ConnectionLostError("closed"))  # type: ignore[arg-type]
+        assert released == {}
+        assert (d.leftovers_dropped, len(d.inbox)) == (0, 2)
+        d.close()
+        nursery.cancel_scope.cancel()
