@@ -14,7 +14,9 @@ import trio.testing
 from memnet_helpers import PORT, A, B, C, FakePeer, node, to
 
 from trio_chirp import Message, RemoteError, Router, Workers
+from trio_chirp._header import ChirpMeta, ErrorInfo, encode
 from trio_chirp._message import meta_of, received_message
+from trio_chirp._protocol import encode_ack, encode_frame
 from trio_chirp.testing import MemoryNetwork
 
 # --- workers ----------------------------------------------------------------------------------
@@ -410,3 +412,42 @@ async def test_by_default_one_handler_runs_at_a_time(autojump_clock: trio.abc.Cl
             await trio.testing.wait_all_tasks_blocked()
             assert workers.statistics().handled == 2
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("producer_has_map", [False, True])
+async def test_an_error_response_after_the_ack_goes_back_only_to_a_producer_that_reads_our_map(
+    autojump_clock: trio.abc.Clock, producer_has_map: bool
+) -> None:
+    """A next hop that is not trio_chirp may ACK first and answer with an error response
+    afterwards. A producer without our map would take it for an empty reply: the router
+    counts it instead of returning it."""
+    net = MemoryNetwork()
+    hop = FakePeer(net, C)
+    async with (
+        trio.open_nursery() as nursery,
+        node(net, B) as router_node,
+        node(net, A, timeout=5, header_map=producer_has_map) as producer,
+    ):
+        await nursery.start(hop.run)
+        router = Router(router_node, lambda msg: (C, PORT))
+        await nursery.start(router.run)
+        async with trio.open_nursery() as sending:
+            # With header_map on, the destination travels in our map; off, nothing does.
+            sending.start_soon(producer.send, Message(b"x", address=B, port=PORT, destination=(C, PORT)))
+            await trio.testing.wait_all_tasks_blocked()
+            [head] = [f for f in hop.frames() if f.data_len]
+            stream = hop.streams[0]
+            await stream.send_all(encode_ack(head.identity, 1))
+        error = encode(ChirpMeta(error=ErrorInfo(kind="Failed", text="late", hop="foreign")))
+        await stream.send_all(encode_frame(head.identity, 2, 0, error, b""))
+        await trio.testing.wait_all_tasks_blocked()
+        stats = router.statistics()
+        assert stats.forwarded == 1
+        if producer_has_map:
+            assert (stats.responses, stats.failed) == (1, {})
+            assert producer.statistics().error_responses_in == 1
+        else:
+            assert (stats.responses, stats.failed) == (0, {"error response not understood upstream": 1})
+            assert producer.statistics().error_responses_in == 0
+        assert producer.statistics().unreleased == 0
+        nursery.cancel_scope.cancel()
