@@ -451,3 +451,34 @@ async def test_an_error_response_after_the_ack_goes_back_only_to_a_producer_that
             assert producer.statistics().error_responses_in == 0
         assert producer.statistics().unreleased == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_a_response_that_comes_after_the_router_stopped_is_released(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    hop = FakePeer(net, C)
+    async with (
+        trio.open_nursery() as nursery,
+        node(net, B) as router_node,
+        node(net, A, timeout=5) as producer,
+    ):
+        await nursery.start(hop.run)
+        router = Router(router_node)
+        with trio.CancelScope() as router_scope:
+            async with trio.open_nursery() as routing:
+                await routing.start(router.run)
+                async with trio.open_nursery() as sending:
+                    sending.start_soon(
+                        producer.send, Message(b"x", address=B, port=PORT, destination=(C, PORT))
+                    )
+                    await trio.testing.wait_all_tasks_blocked()
+                    [head] = [f for f in hop.frames() if f.data_len]
+                    await hop.streams[0].send_all(encode_ack(head.identity, 1))
+                assert router.statistics().remembered == 1
+                router_scope.cancel()
+        await hop.streams[0].send_all(encode_frame(head.identity, 2, 0, b"", b"late answer"))
+        await trio.testing.wait_all_tasks_blocked()
+        stats = router_node.statistics()
+        assert (stats.unreleased, stats.undelivered) == (0, 0)  # taken as the response, and released
+        nursery.cancel_scope.cancel()
