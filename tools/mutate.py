@@ -85,7 +85,7 @@ TESTS: dict[str, list[str]] = {
     # the node, the connection, the remote, routers and workers
     "_node._delivery": ["tests/test_unit_delivery.py", *_NODE, "tests/test_node_bounded_memory.py"],
     "_node._links": [*_NODE, "tests/test_node_limits.py", "tests/test_node_pins.py"],
-    "_node._remotes": _NODE,
+    "_node._remotes": ["tests/test_unit_remote_table_edges.py", *_NODE],
     "_node._sending": [*_NODE, "tests/test_node_pins.py"],
     "_node._chirp": _NODE,
     "_node._log": _NODE,
