@@ -45,7 +45,7 @@ from types import CodeType, ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "trio_chirp"
-RESULTS = ROOT / ".cache" / "mutation"
+RESULTS = Path(os.environ.get("MUTATE_RESULTS", ROOT / ".cache" / "mutation"))
 EQUIVALENTS_DOC = ROOT / "docs" / "mutation.md"
 DEFAULT_MINUTES = 30.0
 
@@ -497,6 +497,17 @@ def _survivors(modules: list[str]) -> Iterator[str]:
                     yield f"{o['key']}    | {o.get('scope', '')} | {o['source_line']}"
 
 
+def _no_longer_made(outcome: dict[str, str]) -> bool:
+    """A ``return <constant>`` -> ``return None`` mutant (made before that rule)."""
+    if not outcome["key"].endswith("`return x` -> `return None`"):
+        return False
+    try:
+        node = ast.parse(outcome["source_line"]).body[0]
+    except (SyntaxError, IndexError):
+        return False
+    return isinstance(node, ast.Return) and isinstance(node.value, ast.Constant)
+
+
 def _report(modules: list[str]) -> str:
     """The saved results as a Markdown table (equivalents judged by the current list)."""
     head = "| module | mutants | run | killed | timed out | survived | equivalent | not run | killed* |"
@@ -507,14 +518,14 @@ def _report(modules: list[str]) -> str:
         if not file.exists():
             continue
         current = {site.key(module): site.scope for site in sites(_path(module).read_text())}
-        # Only mutants the mutator still makes (a run by an older one may have had more).
-        outcomes = [o for o in json.loads(file.read_text())["outcomes"] if o["key"] in current]
+        # Not the mutants an older mutator made and this one does not (return <constant>).
+        outcomes = [o for o in json.loads(file.read_text())["outcomes"] if not _no_longer_made(o)]
         count = dict.fromkeys(("killed", "timeout", "survived", "equivalent", "not run", "error"), 0)
         for o in outcomes:
             status = o["status"]
             what = o["key"].split(": ", 1)[1]
             if status in ("survived", "equivalent"):
-                where = (current[o["key"]], o["source_line"], what)
+                where = (o.get("scope") or current.get(o["key"], ""), o["source_line"], what)
                 status = "equivalent" if where in known.get(module, set()) else "survived"
             count[status] += 1
         run = len(outcomes) - count["not run"]
