@@ -94,6 +94,7 @@ def test_the_built_hello_is_a_hello_and_only_eleven_bytes_count() -> None:
         ({"handshake_type": 0}, 6),
         ({"hello_len": MIN_BODY - 1, "record_len": 4 + MIN_BODY}, 9),
         ({"hello_len": 195}, 9),  # the hello is shorter than its record says
+        ({"record_len": 0x150, "hello_len": 300}, 9),  # the same, the record's length in both bytes
         ({"client_major": 2}, 10),
         ({"client_major": 4}, 10),
         ({"client_minor": 5}, 11),
@@ -118,6 +119,7 @@ def test_a_near_miss_is_plaintext_from_the_byte_that_rules_it_out(
         {"record_len": MAX_RECORD, "hello_len": MAX_RECORD - 4},  # the largest record
         {"record_len": 200, "hello_len": 196},  # hello and record end together
         {"record_len": 200, "hello_len": 5000},  # a hello that spans records
+        {"record_len": 200, "hello_len": 0x10000},  # the hello's length in all three bytes
         {"client_minor": 0},
         {"client_minor": 4},
     ],
