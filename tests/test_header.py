@@ -552,3 +552,19 @@ def test_hops_and_remaining_at_their_limits() -> None:
     assert split(ours(entry("dl", MAX_REMAINING)))[1] == ChirpMeta(MAX_REMAINING)
     too_far = ours(entry("dl", MAX_REMAINING * 1.0000001))
     assert split(too_far) == (too_far, None, True)
+
+
+def test_merging_keeps_a_request_flag_from_either_side() -> None:
+    asked = encode(ChirpMeta(request=True))
+    merged = add_to_header(asked, ChirpMeta(remaining=1.0))
+    assert merged is not None
+    assert split(merged)[1] == ChirpMeta(1.0, request=True)
+    merged = add_to_header(encode(ChirpMeta(2.0)), ChirpMeta(request=True))
+    assert merged is not None
+    assert split(merged)[1] == ChirpMeta(2.0, request=True)
+
+
+def test_a_deadline_with_a_destination_keeps_both() -> None:
+    meta = ChirpMeta(1.5, destination=("10.0.0.9", 2998))
+    assert split(encode(meta)) == (b"", meta, False)
+    assert len(encode(meta)) > len(encode(ChirpMeta(1.5)))  # not the deadline-only fast path

@@ -91,3 +91,12 @@ def test_a_window_of_a_fraction_of_a_second_is_named_plainly() -> None:
     limiter.record(0.0, P, "E", "x")
     limiter.record(0.1, P, "E", "x")
     assert limiter.summarise() == ["1 more x with 10.0.0.1 in the last 0.5 s"]
+
+
+def test_a_new_window_counts_only_its_own_other_peers() -> None:
+    limiter = LogLimiter(window=10.0, cap=0)
+    limiter.record(0.0, P, "E", "x")
+    limiter.record(0.0, Q, "E", "x")
+    assert limiter.summarise() == ["2 x with 2 other peer(s) in the last 10 s (log cap reached)"]
+    limiter.record(20.0, R, "E", "x")
+    assert limiter.summarise() == ["1 x with 1 other peer(s) in the last 10 s (log cap reached)"]
