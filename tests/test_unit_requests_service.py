@@ -386,3 +386,75 @@ def test_the_abandoned_identities_are_bounded_at_4096() -> None:
     from trio_chirp._requests import ABANDONED_CAPACITY
 
     assert ABANDONED_CAPACITY == 4096
+
+
+async def test_a_response_after_the_ack_but_before_the_request_looks_counts_as_acked_first() -> None:
+    send = FakeSend()
+    in_flight = InFlight()  # nothing in flight when the response comes: the ACK was first
+    requests = Requests(Config(timeout=5.0), send, in_flight, QuietLog())
+    response, _ = received(b"answer")
+    send.on_send = lambda m: requests.offer(response)  # type: ignore[func-returns-value]
+    assert await requests.request(asked(), synchronous=True, auto_release=True) is response
+    assert requests.table.acks_before_response == 1
+
+
+async def test_a_late_response_at_exactly_the_remembered_time_is_still_dropped(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    requests = service(FakeSend(), timeout=5.0)
+    requests.expect(IDENTITY, PEER, lambda m: None)
+    requests.forget(IDENTITY)
+    await trio.sleep(5.0)
+    late, releases = received(b"late")
+    assert requests.offer(late)
+    assert releases == [True]
+    assert requests.table.late_responses == 1
+
+
+async def test_expecting_an_abandoned_identity_again_forgets_the_abandoned_one() -> None:
+    requests = service(FakeSend(), timeout=5.0)
+    requests.expect(IDENTITY, PEER, lambda m: None)
+    requests.forget(IDENTITY)  # abandoned
+    taken: list[Message] = []
+    requests.expect(IDENTITY, PEER, taken.append)  # the same identity asked again
+    first, _ = received(b"first")
+    assert requests.offer(first)
+    assert taken == [first]
+    first.release()
+    second, _ = received(b"second")
+    assert not requests.offer(second)  # not a late response of the abandoned one: the application's
+    second.release()
+
+
+async def test_an_error_response_that_cannot_be_written_in_time_releases_without_ack(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    send = FakeSend()
+    send.block = True
+    requests = service(send, timeout=0.5)
+    msg, releases = received(meta=ChirpMeta(request=True))
+    start = trio.current_time()
+    assert await requests.fail_message(msg, ValueError("bad"), "here") is False
+    assert trio.current_time() - start == pytest.approx(0.5)
+    assert releases == [False]
+    [(_, synchronous, options)] = send.sent
+    assert not synchronous
+    assert options.wait_until_written
+    assert not options.deadline_travels
+
+
+async def test_no_error_response_is_still_a_checkpoint() -> None:
+    requests = service(FakeSend())
+    msg, _ = received(meta=None)
+    with trio.testing.assert_checkpoints():
+        assert not await requests.send_error_response(msg, ValueError("x"), "here")
+    msg.release()
+
+
+def test_describe_hop() -> None:
+    from trio_chirp._requests import describe_hop
+
+    assert (
+        describe_hop("worker", 2998, bytes.fromhex("1a2b3c4d5e") + bytes(11))
+        == "worker on port 2998 (node 1a2b3c4d)"
+    )
