@@ -93,6 +93,7 @@ TESTS: dict[str, list[str]] = {
     "_remote": [*_NODE, "tests/test_node_pins.py"],
     "_router": [
         "tests/test_unit_router_workers.py",
+        "tests/test_unit_router_more.py",
         "tests/test_requests.py",
         "tests/test_lockup_hunt.py::test_router_forgets_identities_by_their_deadline",
     ],
