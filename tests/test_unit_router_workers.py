@@ -76,7 +76,8 @@ async def test_a_handler_without_a_deadline_gets_exactly_the_grace(autojump_cloc
         assert workers.statistics().failed == 1
 
 
-async def test_workers_run_returns_when_the_node_closes(autojump_clock: trio.abc.Clock) -> None:
+@pytest.mark.parametrize("count", [1, 3])
+async def test_workers_run_returns_when_the_node_closes(autojump_clock: trio.abc.Clock, count: int) -> None:
     net = MemoryNetwork()
     handled: list[bytes] = []
     returned = trio.Event()
@@ -86,7 +87,7 @@ async def test_workers_run_returns_when_the_node_closes(autojump_clock: trio.abc
 
     async with trio.open_nursery() as outer:
         async with node(net, B, synchronous=False) as b, node(net, A) as a:
-            workers = Workers(b, handler, count=3)
+            workers = Workers(b, handler, count=count)
 
             async def run_workers() -> None:
                 await workers.run()
@@ -482,3 +483,20 @@ async def test_a_response_that_comes_after_the_router_stopped_is_released(
         stats = router_node.statistics()
         assert (stats.unreleased, stats.undelivered) == (0, 0)  # taken as the response, and released
         nursery.cancel_scope.cancel()
+
+
+async def test_failing_a_message_that_reply_already_released_is_still_a_checkpoint(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+
+    async def handler(msg: Message) -> None:
+        raise AssertionError("not called")
+
+    async with node(net, B, synchronous=False) as b:
+        workers = Workers(b, handler)
+        msg, releases = _received(None)
+        msg.release()
+        with trio.testing.assert_checkpoints():
+            await workers._fail(msg, ValueError("after the reply"))
+        assert releases == [True]  # nothing more: no second release, no error response
