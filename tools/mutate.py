@@ -79,7 +79,7 @@ TESTS: dict[str, list[str]] = {
         "tests/test_unit_ratelimit.py",
         "tests/test_node_surface.py::test_log_limiter_first_of_each_key_then_a_summary",
     ],
-    "_config": ["tests/test_config.py"],
+    "_config": ["tests/test_unit_config_limits.py", "tests/test_config.py"],
     "_message": ["tests/test_unit_message.py", "tests/test_message.py"],
     "_address": ["tests/test_config.py", "tests/test_message.py", "tests/test_unit_address.py"],
     # the node, the connection, the remote, routers and workers
