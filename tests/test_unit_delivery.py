@@ -133,3 +133,44 @@ async def test_over_the_budget_without_leftovers_nothing_is_dropped() -> None:
         assert (d.leftovers_dropped, len(d.inbox)) == (0, 2)
         d.close()
         nursery.cancel_scope.cancel()
+
+
+async def test_an_error_response_settles_and_is_never_delivered() -> None:
+    from trio_chirp._header import ChirpMeta, ErrorInfo
+
+    async with trio.open_nursery() as nursery:
+        d = delivery(nursery)
+        released: list[bool] = []
+        info = ErrorInfo(kind="X", text="y", hop="z")
+        msg = received_message(
+            bytes(16), 1, b"", b"", "10.0.0.1", 2998, b"\0" * 16, False,
+            lambda m, ack: released.append(ack), None, ChirpMeta(error=info),
+        )  # fmt: skip
+        d.deliver(Conn(), msg)  # type: ignore[arg-type]
+        assert len(d.inbox) == 0
+        assert released == [True]  # matched nothing: counted and released
+        assert d._requests.error_responses_in == 1
+        assert d._requests.unmatched_error_responses == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_while_a_request_waits_other_messages_still_reach_the_inbox() -> None:
+    async with trio.open_nursery() as nursery:
+        d = delivery(nursery)
+        d._request_table.expect(b"\1" * 16, ("10.0.0.1", 2998))
+        assert d._request_table.active
+        released: dict[str, bool] = {}
+        arrive(d, Conn(), "other", released)  # identity 0...0: not the awaited one
+        assert len(d.inbox) == 1
+        d.close()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_bad_header_is_counted() -> None:
+    async with trio.open_nursery() as nursery:
+        d = delivery(nursery)
+        assert d.header_errors == 0
+        d.on_bad_header(Conn())  # type: ignore[arg-type]
+        d.on_bad_header(Conn())  # type: ignore[arg-type]
+        assert d.header_errors == 2
+        nursery.cancel_scope.cancel()
