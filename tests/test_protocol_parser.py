@@ -653,3 +653,15 @@ def test_a_fresh_parser_asked_before_any_bytes_then_fed_parses_normally() -> Non
     assert isinstance(head, FrameHead)
     assert (head.identity, head.serial, head.type) == (ID_B, 3, TYPE_ACK)
     assert parser.next_event() is NEED_DATA
+
+
+@pytest.mark.parametrize(
+    ("identity", "error"), [(ID_A[:15], ValueError), (ID_A + b"\0", ValueError), ("x" * 16, TypeError)]
+)
+def test_a_frame_head_refuses_an_identity_of_the_wrong_size_or_type(
+    identity: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match="identity must be"):
+        encode_frame_head(identity, 1, 0, 0, 0)  # type: ignore[arg-type]
+    with pytest.raises(error, match="identity must be"):
+        encode_ack(identity, 1)  # type: ignore[arg-type]

@@ -3,10 +3,12 @@ after the debounce, the in-flight queries, GC at exactly the reuse time, closing
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import trio
 import trio.testing
-from test_unit_remote_table import KEY, FakeConnection, Harness, queued
+from test_unit_remote_table import KEY, SEED, FakeConnection, Harness, queued
 
 from trio_chirp import CannotConnectError, ChirpTimeoutError, Message, RemoteError
 from trio_chirp._node._remotes import DEBOUNCE_BASE, DEBOUNCE_JITTER
@@ -94,4 +96,30 @@ async def test_gc_at_exactly_the_reuse_time_keeps_and_a_busy_remote_does_not_sto
         assert not busy.closed
         h.table.close_all()
         assert busy.closed
+        nursery.cancel_scope.cancel()
+
+
+async def test_failures_during_a_debounce_share_its_one_timer(autojump_clock: trio.abc.Clock) -> None:
+    """One timer (one draw of the rng) for every remote that fails while it runs."""
+    async with trio.open_nursery() as nursery:
+        h = Harness(nursery)
+        first, second = h.table.get(KEY), h.table.get(OTHER)
+        rng = random.Random(SEED)
+        rng.getrandbits(32)  # the two remotes' serials were drawn first
+        rng.getrandbits(32)
+        start = trio.current_time()
+        h.table.on_attempt_failed(first, CannotConnectError("refused"))
+        h.table.on_attempt_failed(second, CannotConnectError("refused"))
+        shared = DEBOUNCE_BASE + rng.uniform(0.0, DEBOUNCE_JITTER)
+        await trio.sleep_until(start + shared + 1e-6)
+        assert not first.blocked
+        assert not second.blocked
+        # The next failure draws the next delay: only one was drawn for both.
+        again = trio.current_time()
+        h.table.on_attempt_failed(first, CannotConnectError("refused"))
+        following = DEBOUNCE_BASE + rng.uniform(0.0, DEBOUNCE_JITTER)
+        await trio.sleep_until(again + following - 1e-6)
+        assert first.blocked
+        await trio.sleep_until(again + following + 1e-6)
+        assert not first.blocked
         nursery.cancel_scope.cancel()
