@@ -54,7 +54,22 @@ _SNIFFING = [
     "tests/test_tls.py::test_sniffing_and_tls_handshakes_count_against_max_handshakes",
     "tests/test_tls.py::test_a_plaintext_peer_on_port_5635_is_not_taken_for_tls",
 ]
-_NODE = ["tests/test_unit_remote_table.py", "tests/test_node_surface.py", "tests/test_node_memory.py"]
+_NODE = [
+    "tests/test_unit_remote_table.py",
+    "tests/test_unit_remote_table_edges.py",
+    "tests/test_unit_delivery.py",
+    "tests/test_node_surface.py",
+    "tests/test_node_memory.py",
+    "tests/test_node_pins.py",
+    "tests/test_requests.py",
+    "tests/test_node_bounded_memory.py",
+    "tests/test_node_limits.py",
+    "tests/test_node_properties.py",
+    "tests/test_memory_network.py",
+    "tests/test_lockups.py",
+    "tests/test_hostile_handshake.py",
+]
+"""The node's tests on the in-memory network (a second or two each)."""
 
 TESTS: dict[str, list[str]] = {
     # modules that do no I/O of their own
@@ -83,14 +98,14 @@ TESTS: dict[str, list[str]] = {
     "_message": ["tests/test_unit_message.py", "tests/test_message.py"],
     "_address": ["tests/test_config.py", "tests/test_message.py", "tests/test_unit_address.py"],
     # the node, the connection, the remote, routers and workers
-    "_node._delivery": ["tests/test_unit_delivery.py", *_NODE, "tests/test_node_bounded_memory.py"],
-    "_node._links": [*_NODE, "tests/test_node_limits.py", "tests/test_node_pins.py"],
-    "_node._remotes": ["tests/test_unit_remote_table_edges.py", *_NODE],
-    "_node._sending": [*_NODE, "tests/test_node_pins.py"],
+    "_node._delivery": _NODE,
+    "_node._links": [*_NODE, *_SNIFFING],
+    "_node._remotes": _NODE,
+    "_node._sending": [*_NODE, "tests/test_message.py"],
     "_node._chirp": _NODE,
     "_node._log": _NODE,
-    "_connection": [*_NODE, "tests/test_node_pins.py", "tests/test_node_properties.py"],
-    "_remote": [*_NODE, "tests/test_node_pins.py"],
+    "_connection": _NODE,
+    "_remote": _NODE,
     "_router": [
         "tests/test_unit_router_workers.py",
         "tests/test_unit_router_more.py",
