@@ -109,6 +109,7 @@ TESTS: dict[str, list[str]] = {
     "_router": [
         "tests/test_unit_router_workers.py",
         "tests/test_unit_router_more.py",
+        "tests/test_unit_router_return.py",
         "tests/test_requests.py",
         "tests/test_lockup_hunt.py::test_router_forgets_identities_by_their_deadline",
     ],
