@@ -58,6 +58,7 @@ _NODE = [
     "tests/test_unit_remote_table.py",
     "tests/test_unit_remote_table_edges.py",
     "tests/test_unit_delivery.py",
+    "tests/test_unit_node_log.py",
     "tests/test_node_surface.py",
     "tests/test_node_memory.py",
     "tests/test_node_pins.py",
