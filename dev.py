@@ -3,6 +3,7 @@
 
     python3 dev.py demo    # run the main job: a producer, a router and two workers
     python3 dev.py test    # the whole check suite: ruff, mypy --strict, pytest
+    python3 dev.py mutate  # mutation testing, time-boxed (docs/mutation.md); not part of CI
 
 Both create (or reuse) ``.venv`` inside the checkout, so nothing leaks into the
 system Python. The venv is reinstalled when ``pyproject.toml`` changes.
@@ -22,7 +23,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 # What ruff checks. Only docs/conf.py of docs/: ruff would also reformat the Markdown pages' snippets.
-LINTED = ("trio_chirp", "tests", "examples", "bench", "docs/conf.py", "dev.py")
+LINTED = ("trio_chirp", "tests", "examples", "bench", "tools", "docs/conf.py", "dev.py")
 
 
 def _run(*args: str | Path) -> None:
@@ -76,7 +77,13 @@ def test(argv: list[str]) -> None:
     _run(PY, "-m", "pytest", *argv)
 
 
-TASKS = {"demo": demo, "test": test}
+def mutate(argv: list[str]) -> None:
+    """Mutation testing, time-boxed: ``dev.py mutate [--minutes N] [module ...]`` (docs/mutation.md)."""
+    ensure_venv("mutate")
+    _run(PY, ROOT / "tools" / "mutate.py", *argv)
+
+
+TASKS = {"demo": demo, "test": test, "mutate": mutate}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in TASKS:

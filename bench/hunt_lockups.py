@@ -77,7 +77,12 @@ class Tally:
 def run_chunk(seeds: list[int], mutant: bool, strict: bool) -> Tally:
     tally = Tally()
     for s in seeds:
-        result = hunt_model.run_seed(s, mutant=mutant, strict=strict)
+        try:
+            result = hunt_model.run_seed(s, mutant=mutant, strict=strict)
+        except hunt_model.Livelock as exc:
+            tally.networks += 1
+            tally.found.append(Found(s, [str(exc)], [], "livelock"))
+            continue
         tally.networks += 1
         tally.calm += result.spec.calm
         tally.liveness_checked += result.liveness_checked

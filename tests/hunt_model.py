@@ -22,8 +22,10 @@ Invariants (``Result.violations``):
 * every send and request ends, by ``start + min(fail_after, config.timeout)``, with success,
   a ``ChirpError`` (``RemoteError`` included), or ``trio.TooSlowError`` from its own
   ``fail_after`` (and only at that deadline); one that has not ended, or a network that
-  is not quiet, by a generous virtual cap is a hang; a run that exceeds a step or
-  wall-clock budget is a livelock; a run that raises (a node crashed) is a violation too;
+  is not quiet, by a generous virtual cap is a hang; a run that raises (a node crashed) is
+  a violation too; a run that exceeds a step or wall-clock budget (``MAX_STEPS``,
+  ``MAX_WALL``) is a livelock, which raises ``Livelock`` (it ends a Hypothesis test at once,
+  unshrunk, instead of being recorded);
 * nothing is delivered twice to an application, nor to a worker it was not meant for, and
   a response is never both returned by ``request()`` and delivered to the application;
 * nothing succeeds that was not delivered: a synchronous send's success means its worker's
@@ -75,6 +77,8 @@ from trio_chirp.testing import MemoryNetwork, MemoryStream
 __all__ = [
     "Draw",
     "HypothesisDraw",
+    "Interrupted",
+    "Livelock",
     "RandomDraw",
     "Result",
     "Spec",
@@ -501,20 +505,32 @@ class _Activity:
 
 
 class _StepCounter(trio.abc.Instrument):
-    """Counts task steps; cancels the run when it exceeds a wall-clock or step budget (a livelock)."""
+    """Counts task steps; cancels the run when it exceeds a step or wall-clock budget, or takes
+    too many steps without virtual time moving (a task spinning at a deadline equal to "now"
+    freezes ``MockClock``, whose autojump waits for every task to block): a livelock."""
 
-    def __init__(self, scope: trio.CancelScope, max_steps: int, max_wall: float) -> None:
+    def __init__(self, scope: trio.CancelScope, max_steps: int, max_wall: float, max_frozen: int) -> None:
         self.steps = 0
         self.scope = scope
         self.max_steps = max_steps
+        self.max_frozen = max_frozen
         self.deadline = time.monotonic() + max_wall
         self.tripped = ""
+        self.virtual = -math.inf
+        self.frozen = 0
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         self.steps += 1
+        now = trio.current_time()
+        if now != self.virtual:
+            self.virtual = now
+            self.frozen = 0
+        self.frozen += 1
         if self.steps % 4096 == 0 and not self.tripped:
             if self.steps > self.max_steps:
                 self.tripped = f"more than {self.max_steps} task steps"
+            elif self.frozen > self.max_frozen:
+                self.tripped = f"more than {self.max_frozen} task steps without virtual time moving"
             elif time.monotonic() > self.deadline:
                 self.tripped = "wall-clock budget exceeded"
             if self.tripped:
@@ -985,12 +1001,61 @@ class _Run:
             root.cancel_scope.cancel()
 
 
+MAX_STEPS = 1_000_000
+"""Task steps one network may take (the largest of 50 seeded networks takes about 3,200)."""
+MAX_FROZEN = 40_000
+"""Task steps one network may take at one virtual instant (a whole network takes far fewer)."""
+MAX_WALL = 15.0
+"""Seconds of real time one network may take (they take well under one): far inside pytest's
+timeout, so a livelocking network fails its test long before the test's timeout would."""
+
+
+class Livelock(BaseException):
+    """A network that exceeded its step or wall-clock budget: it spins without time passing.
+
+    A ``BaseException`` on purpose: Hypothesis treats ``Exception`` (and pytest's ``Failed``)
+    as a finding to shrink, rerunning network after network each up to its budget, so a test
+    would run on far past its timeout; this one ends the test at once, the network named."""
+
+
+class Interrupted(BaseException):
+    """The run was stopped from outside the model: pytest-timeout's failure, ``SystemExit``.
+    Never a violation to record (the old ``except BaseException`` swallowed the timeout and
+    Hypothesis went on); a ``BaseException`` that Hypothesis does not catch either."""
+
+
+def _from_outside(exc: BaseException) -> BaseException | None:
+    """The first exception in ``exc`` (its group members, and the cause of a
+    ``TrioInternalError``: a signal handler that raised inside Trio's run loop) that is not an
+    ``Exception``: something outside the model stopped the run."""
+    if isinstance(exc, BaseExceptionGroup):
+        for member in exc.exceptions:
+            found = _from_outside(member)
+            if found is not None:
+                return found
+        return None
+    if not isinstance(exc, Exception):
+        return exc
+    if isinstance(exc, trio.TrioInternalError) and exc.__cause__ is not None:
+        return _from_outside(exc.__cause__)
+    return None
+
+
 def run_network(
-    spec: Spec, *, strict: bool = False, max_steps: int = 20_000_000, max_wall: float = 120.0
+    spec: Spec,
+    *,
+    strict: bool = False,
+    max_steps: int = MAX_STEPS,
+    max_wall: float = MAX_WALL,
+    max_frozen: int = MAX_FROZEN,
 ) -> Result:
     """Run ``spec`` deterministically (see the module docstring) and check its invariants.
 
     ``strict``: a liveness failure is a violation even where an open bug explains it.
+    Raises ``Livelock`` when the run exceeds ``max_steps`` task steps, ``max_frozen`` steps at
+    one virtual instant or ``max_wall`` seconds,
+    ``KeyboardInterrupt`` as such, and ``Interrupted`` for any other exception that is not an
+    ``Exception`` (pytest-timeout's failure): those are never recorded as violations.
     """
     result = Result(spec)
     run = _Run(spec, result, strict)
@@ -1000,7 +1065,7 @@ def run_network(
     logger = logging.getLogger("trio_chirp")
     saved_level = logger.level
     outer = trio.CancelScope()
-    counter = _StepCounter(outer, max_steps, max_wall)
+    counter = _StepCounter(outer, max_steps, max_wall, max_frozen)
     started = time.monotonic()
     try:
         core._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
@@ -1013,24 +1078,25 @@ def run_network(
 
         try:
             trio.run(body, clock=trio.testing.MockClock(autojump_threshold=0), instruments=[counter])
-        except KeyboardInterrupt:
-            raise
-        except BaseExceptionGroup as group:
-            if group.subgroup(KeyboardInterrupt) is not None:  # Ctrl-C inside a task
-                raise KeyboardInterrupt from group
-            trace = "".join(traceback.format_exception(group))
-            result.violations.append(f"the run raised {group!r}:\n{trace}")
-        except BaseException as exc:  # a node crashed (a bug in trio_chirp) or the model did
-            trace = "".join(traceback.format_exception(exc))
+        except BaseException as exc:
+            outside = _from_outside(exc)
+            if isinstance(outside, KeyboardInterrupt):  # Ctrl-C, also inside a task
+                raise outside from (None if outside is exc else exc)
+            if outside is not None:
+                raise Interrupted(f"network run stopped by {outside!r}; the network: {spec!r}") from exc
+            trace = "".join(traceback.format_exception(exc))  # a node crashed (a bug) or the model did
             result.violations.append(f"the run raised {exc!r}:\n{trace}")
     finally:
         core._r.setstate(saved_state)
         core._ALLOW_DETERMINISTIC_SCHEDULING = saved_flag  # type: ignore[misc]
         logger.setLevel(saved_level)
-    if counter.tripped:
-        result.violations.append(f"livelock? run stopped: {counter.tripped}")
     result.steps = counter.steps
     result.wall = time.monotonic() - started
+    if counter.tripped:
+        raise Livelock(
+            f"livelock: run stopped after {result.wall:.1f}s at virtual t={counter.virtual:.6f}s:"
+            f" {counter.tripped}; the network: {spec!r}"
+        )
     return result
 
 

@@ -19,6 +19,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from trio_chirp._header import (
+    MAX_HOPS,
     MAX_MAP_SIZE,
     MAX_REMAINING,
     VERSION,
@@ -519,3 +520,51 @@ def test_split_mutated_encodings(meta: ChirpMeta, data: st.DataObject) -> None:
         pos = data.draw(st.integers(0, len(wire) - 1))
         wire[pos] = data.draw(st.integers(0, 255))
     assert_consistent(bytes(wire))
+
+
+def test_the_size_limit_at_exactly_its_maximum() -> None:
+    """A map of exactly ``MAX_MAP_SIZE`` bytes is read; one byte more is malformed."""
+
+    def sized(total: int) -> bytes:
+        first = entry("a", "y" * 3000), entry("b", "y" * 3000)  # unknown keys: at most 4 KiB each
+        rest = total - len(ours(*first, entry("c", ""))) - 2  # a str16 header: 2 bytes more than ""
+        header = ours(*first, entry("c", "y" * rest))
+        assert len(header) == total
+        return header
+
+    assert MAX_MAP_SIZE == 8192
+    at_limit = sized(MAX_MAP_SIZE)
+    assert split(at_limit) == (b"", ChirpMeta(), False)
+    over = sized(MAX_MAP_SIZE + 1)
+    assert split(over) == (over, None, True)
+
+
+def test_hops_and_remaining_at_their_limits() -> None:
+    assert (MAX_HOPS, MAX_REMAINING) == (255, 1e7)
+    for hops in (0, MAX_HOPS):
+        assert split(encode(ChirpMeta(hops=hops)))[1] == ChirpMeta(hops=hops)
+        assert split(ours(entry("hops", hops)))[1] == ChirpMeta(hops=hops)  # 0 written out is read too
+    for bad in (-1, MAX_HOPS + 1):
+        with pytest.raises(ValueError, match="hops must be an int"):
+            encode(ChirpMeta(hops=bad))
+        header = ours(entry("hops", bad))
+        assert split(header) == (header, None, True)
+    assert split(ours(entry("dl", MAX_REMAINING)))[1] == ChirpMeta(MAX_REMAINING)
+    too_far = ours(entry("dl", MAX_REMAINING * 1.0000001))
+    assert split(too_far) == (too_far, None, True)
+
+
+def test_merging_keeps_a_request_flag_from_either_side() -> None:
+    asked = encode(ChirpMeta(request=True))
+    merged = add_to_header(asked, ChirpMeta(remaining=1.0))
+    assert merged is not None
+    assert split(merged)[1] == ChirpMeta(1.0, request=True)
+    merged = add_to_header(encode(ChirpMeta(2.0)), ChirpMeta(request=True))
+    assert merged is not None
+    assert split(merged)[1] == ChirpMeta(2.0, request=True)
+
+
+def test_a_deadline_with_a_destination_keeps_both() -> None:
+    meta = ChirpMeta(1.5, destination=("10.0.0.9", 2998))
+    assert split(encode(meta)) == (b"", meta, False)
+    assert len(encode(meta)) > len(encode(ChirpMeta(1.5)))  # not the deadline-only fast path

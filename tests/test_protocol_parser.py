@@ -641,3 +641,27 @@ def test_mid_frame_tells_a_stall_from_an_idle_connection() -> None:
     parser.receive_data(wire[FRAME_HEAD_SIZE:])
     assert isinstance(parser.next_event(), DataFrame)
     assert not parser.mid_frame
+
+
+def test_a_fresh_parser_asked_before_any_bytes_then_fed_parses_normally() -> None:
+    parser = FrameParser(MAX_MSG_SIZE)
+    assert parser.next_event() is NEED_DATA
+    assert not parser.mid_frame
+    parser.receive_data(encode_handshake(2998, ID_A) + encode_ack(ID_B, 3))
+    assert parser.next_event() == Handshake(2998, ID_A)
+    head = parser.next_event()
+    assert isinstance(head, FrameHead)
+    assert (head.identity, head.serial, head.type) == (ID_B, 3, TYPE_ACK)
+    assert parser.next_event() is NEED_DATA
+
+
+@pytest.mark.parametrize(
+    ("identity", "error"), [(ID_A[:15], ValueError), (ID_A + b"\0", ValueError), ("x" * 16, TypeError)]
+)
+def test_a_frame_head_refuses_an_identity_of_the_wrong_size_or_type(
+    identity: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match="identity must be"):
+        encode_frame_head(identity, 1, 0, 0, 0)  # type: ignore[arg-type]
+    with pytest.raises(error, match="identity must be"):
+        encode_ack(identity, 1)  # type: ignore[arg-type]

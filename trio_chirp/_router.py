@@ -169,18 +169,20 @@ class Router:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Forward until cancelled, or until the node closes."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._expire)
-            task_status.started()
-            while True:
-                try:
-                    msg = await self._chirp.receive()
-                except ShutdownError:
-                    break
-                nursery.start_soon(self._forward, msg)
-            nursery.cancel_scope.cancel()
-        self._nursery = None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._expire)
+                task_status.started()
+                while True:
+                    try:
+                        msg = await self._chirp.receive()
+                    except ShutdownError:
+                        break
+                    nursery.start_soon(self._forward, msg)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None  # also when cancelled: a late response is then released, not returned
 
     async def _expire(self) -> None:
         """Forget remembered identities when their deadline passes, also while nothing is forwarded."""

@@ -118,14 +118,15 @@ class Delivery:
         """
         trusted = not isinstance(cause, ProtocolError)
         dropped = self.inbox.retire(conn, lambda m: trusted and not m.ack_requested)
+        for message in dropped:
+            message.release(ack=False)  # gives its budget back: released before leftovers are judged
         budget = self.budget
         while budget.over:
             oldest = self.inbox.drop_oldest_leftover()
             if oldest is None:
                 break
+            oldest.release(ack=False)  # here, so the loop stops as soon as the budget is not over
             dropped.append(oldest)
-        for message in dropped:
-            message.release(ack=False)
         if dropped:
             self.leftovers_dropped += len(dropped)
             self._log.limited(

@@ -1,0 +1,59 @@
+"""The node's rate-limited log (``_node._log.NodeLog``): one summary timer at a time, one
+summary per window, and a new timer for the next window's repeats."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import pytest
+import trio
+import trio.testing
+
+from trio_chirp._node._log import NodeLog
+
+
+def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "trio_chirp.node"]
+
+
+async def test_one_summary_timer_per_window_and_a_new_one_after_it(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    started: list[Callable[[], Awaitable[None]]] = []
+    async with trio.open_nursery() as nursery:
+
+        def start_soon(fn: Callable[[], Awaitable[None]]) -> None:
+            started.append(fn)
+            nursery.start_soon(fn)
+
+        log = NodeLog(start_soon)
+        for _ in range(3):
+            log.limited("10.0.0.1", "E", "failures", "failed: %s", "x")
+        assert len(started) == 1  # the first repeat started the timer; the second found it running
+        assert _lines(caplog) == ["failed: x"]
+        await trio.sleep(10.0 + 0.001)  # the window ends: one summary, the timer ends
+        await trio.testing.wait_all_tasks_blocked()
+        assert _lines(caplog) == ["failed: x", "2 more failures with 10.0.0.1 in the last 10 s"]
+        # The next window: logged in full again, and its repeat starts a new timer.
+        log.limited("10.0.0.1", "E", "failures", "failed: %s", "y")
+        log.limited("10.0.0.1", "E", "failures", "failed: %s", "z")
+        assert len(started) == 2
+        await trio.sleep(10.0 + 0.001)
+        await trio.testing.wait_all_tasks_blocked()
+        assert _lines(caplog)[2:] == ["failed: y", "1 more failures with 10.0.0.1 in the last 10 s"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_flush_writes_what_is_pending_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    async with trio.open_nursery() as nursery:
+        log = NodeLog(nursery.start_soon)
+        log.flush()
+        assert _lines(caplog) == []
+        log.limited("10.0.0.1", "E", "failures", "failed")
+        log.limited("10.0.0.1", "E", "failures", "failed")
+        log.flush()
+        assert _lines(caplog) == ["failed", "1 more failures with 10.0.0.1 in the last 10 s"]
+        nursery.cancel_scope.cancel()

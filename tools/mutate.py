@@ -1,0 +1,618 @@
+"""Mutation testing for trio_chirp: ``python3 dev.py mutate [--minutes N] [module ...]``.
+
+For each module (``_sniff``, ``_protocol.parser``, ``_node._links``; all of ``TESTS`` when
+none is named) this makes small changes to its syntax tree one at a time (a mutant: ``<``
+for ``<=``, ``and`` for ``or``, a constant plus one, a call statement dropped, ...), runs
+the fast tests that cover the module (``TESTS``, the one mapping) against each, and prints
+killed / survived / timed out per module. A mutant no test notices is a survivor: either a
+missing test, or an equivalent mutant (it cannot change behaviour), which is listed with
+its reason in ``docs/mutation.md`` (the tool reads that list and counts them apart).
+
+How a mutant runs: the source on disk is never changed. This process imports pytest and the
+heavy libraries once, then forks one child per mutant; the child puts an import hook in
+front of ``sys.meta_path`` that compiles the mutated tree for that one module and runs
+``pytest.main`` on the module's tests (``-x``, output to a log). A child that runs longer
+than ``3 x`` the clean run plus 10 s is killed with its process group: timed out (a hang the
+tests would catch by their own timeout, counted as killed). One child at a time, at
+``nice 10``: the machine is shared.
+
+The time box (``--minutes``, default 30) is shared between the modules; each gets an equal
+part of what is left, and what one leaves unused goes to the next. Mutants are tried in a
+seeded shuffled order, so a budget cut leaves a fair sample; the rest are "not run".
+Results go to ``.cache/mutation/<module>.json``; ``--survivors`` prints them again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import os
+import random
+import re
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import CodeType, ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "trio_chirp"
+RESULTS = Path(os.environ.get("MUTATE_RESULTS", ROOT / ".cache" / "mutation"))
+EQUIVALENTS_DOC = ROOT / "docs" / "mutation.md"
+DEFAULT_MINUTES = 30.0
+
+_SNIFFING = [
+    "tests/test_tls.py::test_tls_from_a_local_source_is_sniffed_and_served",
+    "tests/test_tls.py::test_sniffing_and_tls_handshakes_count_against_max_handshakes",
+    "tests/test_tls.py::test_a_plaintext_peer_on_port_5635_is_not_taken_for_tls",
+]
+_NODE = [
+    "tests/test_unit_remote_table.py",
+    "tests/test_unit_remote_table_edges.py",
+    "tests/test_unit_delivery.py",
+    "tests/test_unit_node_log.py",
+    "tests/test_node_surface.py",
+    "tests/test_node_memory.py",
+    "tests/test_node_pins.py",
+    "tests/test_requests.py",
+    "tests/test_node_bounded_memory.py",
+    "tests/test_node_limits.py",
+    "tests/test_node_properties.py",
+    "tests/test_memory_network.py",
+    "tests/test_lockups.py",
+    "tests/test_hostile_handshake.py",
+]
+"""The node's tests on the in-memory network (a second or two each)."""
+
+TESTS: dict[str, list[str]] = {
+    # modules that do no I/O of their own
+    "_protocol.codec": ["tests/test_protocol_parser.py", "tests/test_protocol_vectors.py"],
+    "_protocol.parser": ["tests/test_protocol_parser.py", "tests/test_protocol_vectors.py"],
+    "_protocol.events": ["tests/test_protocol_parser.py", "tests/test_protocol_vectors.py"],
+    "_header": ["tests/test_header.py"],
+    "_sniff": ["tests/test_unit_sniff.py", *_SNIFFING],
+    "_inbox": ["tests/test_unit_admission_inbox.py", "tests/test_unit_limits_inbox_edges.py"],
+    "_slots": ["tests/test_unit_slots.py", "tests/test_unit_admission_inbox.py", "tests/test_node_memory.py"],
+    "_limits": [
+        "tests/test_unit_admission_inbox.py",
+        "tests/test_unit_limits_inbox_edges.py",
+        "tests/test_node_limits.py",
+    ],
+    "_requests": [
+        "tests/test_unit_request_table.py",
+        "tests/test_unit_requests_service.py",
+        "tests/test_requests.py",
+    ],
+    "_ratelimit": [
+        "tests/test_unit_ratelimit.py",
+        "tests/test_node_surface.py::test_log_limiter_first_of_each_key_then_a_summary",
+    ],
+    "_config": ["tests/test_unit_config_limits.py", "tests/test_config.py"],
+    "_message": ["tests/test_unit_message.py", "tests/test_message.py"],
+    "_address": ["tests/test_config.py", "tests/test_message.py", "tests/test_unit_address.py"],
+    # the node, the connection, the remote, routers and workers
+    "_node._delivery": _NODE,
+    "_node._links": [*_NODE, *_SNIFFING],
+    "_node._remotes": _NODE,
+    "_node._sending": [*_NODE, "tests/test_message.py"],
+    "_node._chirp": _NODE,
+    "_node._log": _NODE,
+    "_connection": _NODE,
+    "_remote": _NODE,
+    "_router": [
+        "tests/test_unit_router_workers.py",
+        "tests/test_unit_router_more.py",
+        "tests/test_unit_router_return.py",
+        "tests/test_requests.py",
+        "tests/test_lockup_hunt.py::test_router_forgets_identities_by_their_deadline",
+    ],
+    "_workers": ["tests/test_unit_router_workers.py", "tests/test_requests.py"],
+}
+"""Module (under ``trio_chirp``) -> the fast tests that cover it. Tests that run the package
+in another process (interop, examples, pytester subprocesses) cannot see a mutant and are
+left out, and so is the lock-up hunt (minutes, not seconds)."""
+
+# --- mutants ---------------------------------------------------------------------------------
+
+_BINOPS: dict[type[ast.operator], type[ast.operator]] = {
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.Div,
+    ast.Div: ast.Mult,
+    ast.FloorDiv: ast.Mult,
+    ast.Mod: ast.FloorDiv,
+    ast.Pow: ast.Mult,
+    ast.LShift: ast.RShift,
+    ast.RShift: ast.LShift,
+    ast.BitAnd: ast.BitOr,
+    ast.BitOr: ast.BitAnd,
+    ast.BitXor: ast.BitAnd,
+}
+_CMPOPS: dict[type[ast.cmpop], type[ast.cmpop]] = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+}
+_SYMBOL = {
+    ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%",
+    ast.Pow: "**", ast.LShift: "<<", ast.RShift: ">>", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^",
+    ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=",
+    ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in", ast.And: "and", ast.Or: "or",
+}  # fmt: skip
+_LOG_NAMES = {"logger", "log", "_log", "warnings"}
+NO_MUTATE = "pragma: no mutate"
+
+
+@dataclass(frozen=True)
+class Site:
+    """One mutant: the ``index``-th node of ``ast.walk`` of the module, and what is done to it."""
+
+    index: int
+    line: int
+    col: int
+    what: str
+    scope: str
+    """The enclosing function (``Class.method``), or ``(module)`` at the top level."""
+
+    def key(self, module: str) -> str:
+        return f"{module}:{self.line}:{self.col}: {self.what}"
+
+
+def _is_log_call(node: ast.AST) -> bool:
+    """A call to ``logger.x(...)``, ``self._log.x(...)``, ``warnings.warn(...)``: messages only."""
+    if isinstance(node, ast.Await):
+        node = node.value
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+        return False
+    owner = node.func.value
+    name = owner.attr if isinstance(owner, ast.Attribute) else owner.id if isinstance(owner, ast.Name) else ""
+    return name in _LOG_NAMES
+
+
+def _never_mutated(node: ast.AST) -> bool:
+    """A ``TYPE_CHECKING`` block, ``__all__`` or ``__slots__``, a log call, an import."""
+    if isinstance(node, ast.If):
+        return "TYPE_CHECKING" in ast.unparse(node.test)
+    if isinstance(node, ast.Assign):
+        return any(isinstance(t, ast.Name) and t.id in {"__all__", "__slots__"} for t in node.targets)
+    if isinstance(node, ast.Expr):
+        return _is_log_call(node.value)
+    return isinstance(node, ast.ImportFrom | ast.Import)
+
+
+def _skipped_nodes(tree: ast.Module, lines: Sequence[str]) -> set[int]:
+    """ids of nodes not to mutate: docstrings, annotations, ``TYPE_CHECKING`` blocks,
+    ``__all__``, log calls, and lines marked ``# pragma: no mutate``."""
+    skipped: set[int] = set()
+
+    def skip(node: ast.AST | None) -> None:
+        if node is not None:
+            skipped.update(id(n) for n in ast.walk(node))
+
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            first = body[0].value
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                skip(body[0])
+        if isinstance(node, ast.arg | ast.AnnAssign):
+            skip(node.annotation)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            skip(node.returns)
+            for deco in node.decorator_list:
+                skip(deco)
+        elif isinstance(node, ast.ClassDef):
+            for deco in node.decorator_list:
+                skip(deco)
+            for base in node.bases:
+                skip(base)
+        elif _never_mutated(node):
+            skip(node)
+        if hasattr(node, "lineno") and NO_MUTATE in lines[node.lineno - 1]:
+            skip(node)
+    return skipped
+
+
+def sites(source: str) -> list[Site]:
+    """Every mutant of ``source``, in ``ast.walk`` order."""
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    skipped = _skipped_nodes(tree, lines)
+    found: list[Site] = []
+
+    parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
+
+    def scope_of(node: ast.AST) -> str:
+        names = []
+        while node in parents:
+            node = parents[node]
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.append(node.name)
+        return ".".join(reversed(names)) or "(module)"
+
+    def add(i: int, node: ast.AST, what: str) -> None:
+        line, col = getattr(node, "lineno", 0), getattr(node, "col_offset", 0)
+        found.append(Site(i, line, col, what, scope_of(node)))
+
+    for i, node in enumerate(ast.walk(tree)):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.BinOp | ast.AugAssign) and type(node.op) in _BINOPS:
+            new = _BINOPS[type(node.op)]
+            add(i, node, f"`{_SYMBOL[type(node.op)]}` -> `{_SYMBOL[new]}`")
+        elif isinstance(node, ast.Compare):
+            for k, op in enumerate(node.ops):
+                add(i, node, f"`{_SYMBOL[type(op)]}` -> `{_SYMBOL[_CMPOPS[type(op)]]}` #{k}")
+        elif isinstance(node, ast.BoolOp):
+            other = "or" if isinstance(node.op, ast.And) else "and"
+            add(i, node, f"`{_SYMBOL[type(node.op)]}` -> `{other}`")
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            add(i, node, "`not x` -> `x`")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, bool):
+            add(i, node, f"`{node.value}` -> `{not node.value}`")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            add(i, node, f"`{node.value!r}` -> `{node.value + 1!r}`")
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call | ast.Await):
+            add(i, node, "call statement removed")
+        elif isinstance(node, ast.Return) and node.value is not None:
+            # Not for a constant: ``return None`` is no change, ``return False`` -> None is
+            # the same to every caller that tests truth, and True/False are flipped anyway.
+            if not isinstance(node.value, ast.Constant):
+                add(i, node, "`return x` -> `return None`")
+        elif isinstance(node, ast.Break):
+            add(i, node, "`break` -> `continue`")
+        elif isinstance(node, ast.Continue):
+            add(i, node, "`continue` -> `break`")
+        elif (
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in {"min", "max"}
+        ):
+            add(i, node, f"`{node.func.id}` -> `{'max' if node.func.id == 'min' else 'min'}`")
+    return found
+
+
+def mutate(source: str, site: Site) -> ast.Module:
+    """A fresh tree of ``source`` with ``site`` applied."""
+    tree = ast.parse(source)
+    node = next(n for i, n in enumerate(ast.walk(tree)) if i == site.index)
+    if isinstance(node, ast.BinOp | ast.AugAssign):
+        node.op = _BINOPS[type(node.op)]()
+    elif isinstance(node, ast.Compare):
+        k = int(site.what.rsplit("#", 1)[1])
+        node.ops[k] = _CMPOPS[type(node.ops[k])]()
+    elif isinstance(node, ast.BoolOp):
+        node.op = ast.Or() if isinstance(node.op, ast.And) else ast.And()
+    elif isinstance(node, ast.UnaryOp):
+        _replace(tree, node, node.operand)
+    elif isinstance(node, ast.Constant) and isinstance(node.value, bool):
+        node.value = not node.value
+    elif isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        node.value = node.value + 1
+    elif isinstance(node, ast.Expr):
+        _replace(tree, node, ast.Pass())
+    elif isinstance(node, ast.Return):
+        node.value = ast.Constant(None)
+    elif isinstance(node, ast.Break):
+        _replace(tree, node, ast.Continue())
+    elif isinstance(node, ast.Continue):
+        _replace(tree, node, ast.Break())
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        node.func.id = "max" if node.func.id == "min" else "min"
+    return ast.fix_missing_locations(tree)
+
+
+def _replace(tree: ast.AST, old: ast.AST, new: ast.AST) -> None:
+    ast.copy_location(new, old)
+    for parent in ast.walk(tree):
+        for name, value in ast.iter_fields(parent):
+            if value is old:
+                setattr(parent, name, new)
+                return
+            if isinstance(value, list) and any(v is old for v in value):
+                value[[v is old for v in value].index(True)] = new
+                return
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+class _MutantFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports the one mutated module from its code object; everything else as usual."""
+
+    def __init__(self, name: str, path: Path, code: CodeType) -> None:
+        self.name, self.path, self.code = name, path, code
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != self.name:
+            return None
+        return importlib.util.spec_from_loader(fullname, self, origin=str(self.path))
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        return None
+
+    def exec_module(self, module: ModuleType) -> None:
+        module.__file__ = str(self.path)
+        exec(self.code, module.__dict__)
+
+
+@dataclass
+class Outcome:
+    key: str
+    status: str  # killed, survived, timeout, error, clean
+    seconds: float
+    source_line: str = ""
+    scope: str = ""
+
+
+def _run_child(
+    module: str, code: CodeType | None, tests: list[str], log: Path, limit: float
+) -> tuple[str, float]:
+    """Fork; the child runs the tests (against ``code`` for ``module``); ``(status, seconds)``."""
+    import pytest
+
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the child
+        status = 3
+        try:
+            os.setpgid(0, 0)
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            if code is not None:
+                sys.meta_path.insert(0, _MutantFinder(f"trio_chirp.{module}", _path(module), code))
+            args = ["-x", "-q", "-p", "no:cacheprovider", "--timeout", str(int(limit) + 5)]
+            args += ["-W", "ignore::pytest.PytestAssertRewriteWarning", *tests]
+            status = int(pytest.main(args))
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    deadline = started + limit
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "timeout", time.monotonic() - started
+        time.sleep(0.02)  # a poll of our own child process, not a test waiting on a condition
+    seconds = time.monotonic() - started
+    code_ = os.waitstatus_to_exitcode(status)
+    if code_ == 0:
+        return "survived", seconds
+    if code_ in (1, 2, 3):  # tests failed, a collection error (the mutant does not import), internal
+        return "killed", seconds
+    return "error", seconds  # 4: usage, 5: no tests collected, or a signal
+
+
+def _path(module: str) -> Path:
+    return PACKAGE.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def normalize(name: str) -> str:
+    name = name.removesuffix(".py").replace("/", ".").removeprefix("trio_chirp.")
+    return name
+
+
+def equivalents() -> dict[str, set[tuple[str, str, str]]]:
+    """Survivors judged equivalent, from the table in docs/mutation.md: module -> {(where,
+    source line, what)}. A row is ``| `module` | `where` | `source line` | what | reason |``;
+    matching ignores line numbers, so a row outlives edits elsewhere in the module."""
+    found: dict[str, set[tuple[str, str, str]]] = {}
+    if not EQUIVALENTS_DOC.exists():
+        return found
+    text = EQUIVALENTS_DOC.read_text()
+    heading = "## Survivors judged equivalent"
+    section = text.split(heading, 1)[1] if heading in text else ""
+    for row in section.splitlines():
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", row.strip())[1:-1]]
+        if len(cells) >= 5 and cells[0].startswith("`"):
+            module, where, line = (c.strip("`").strip() for c in cells[:3])
+            found.setdefault(module, set()).add((where, line, cells[3]))
+    return found
+
+
+@dataclass
+class Tally:
+    module: str
+    mutants: int = 0
+    killed: int = 0
+    timeout: int = 0
+    survived: int = 0
+    equivalent: int = 0
+    error: int = 0
+    not_run: int = 0
+    clean_seconds: float = 0.0
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def rate(self) -> float | None:
+        judged = self.killed + self.timeout + self.survived
+        return None if judged == 0 else (self.killed + self.timeout) / judged
+
+    def line(self) -> str:
+        rate = self.rate()
+        shown = "n/a" if rate is None else f"{rate:.0%}"
+        return (
+            f"{self.module:18} {self.mutants:4} mutants: killed {self.killed:3}, timed out {self.timeout:2},"
+            f" survived {self.survived:3} (+{self.equivalent} equivalent), errors {self.error},"
+            f" not run {self.not_run:3}; killed of non-equivalent run: {shown}"
+        )
+
+
+def run_module(module: str, tests: list[str], budget: float, rng_seed: int) -> Tally:
+    path = _path(module)
+    source = path.read_text()
+    lines = source.splitlines()
+    tally = Tally(module)
+    if not tests:
+        print(f"{module}: none of its tests exist: {TESTS[module]}", flush=True)
+        tally.error = 1
+        return tally
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    log = RESULTS / f"{module}.log"
+    started = time.monotonic()
+    os.chdir(ROOT)
+    status, clean = _run_child(module, None, tests, log, 600.0)
+    tally.clean_seconds = clean
+    if status != "survived":
+        print(f"{module}: the tests fail without a mutant ({status}); see {log}", flush=True)
+        tally.error = 1
+        return tally
+    limit = 3 * clean + 10
+    all_sites = sites(source)
+    tally.mutants = len(all_sites)
+    order = list(all_sites)
+    random.Random(f"{module}:{rng_seed}").shuffle(order)
+    known = equivalents().get(module, set())
+    for site in order:
+        line_text = lines[site.line - 1].strip()
+        if time.monotonic() - started + clean > budget:
+            tally.not_run += 1
+            tally.outcomes.append(Outcome(site.key(module), "not run", 0.0, line_text, site.scope))
+            continue
+        code = compile(mutate(source, site), str(path), "exec")
+        status, seconds = _run_child(module, code, tests, log, limit)
+        if status == "survived" and (site.scope, line_text, site.what) in known:
+            status = "equivalent"
+        setattr(tally, status, getattr(tally, status) + 1)
+        tally.outcomes.append(Outcome(site.key(module), status, seconds, line_text, site.scope))
+        if status == "survived":
+            print(f"  survived {site.key(module)}    | {site.scope} | {line_text}", flush=True)
+    tally.outcomes.sort(key=lambda o: (int(o.key.split(":")[1]), o.key))
+    (RESULTS / f"{module}.json").write_text(
+        json.dumps({**asdict(tally), "rate": tally.rate()}, indent=1) + "\n"
+    )
+    return tally
+
+
+def _survivors(modules: list[str]) -> Iterator[str]:
+    for module in modules:
+        file = RESULTS / f"{module}.json"
+        if file.exists():
+            for o in json.loads(file.read_text())["outcomes"]:
+                if o["status"] == "survived":
+                    yield f"{o['key']}    | {o.get('scope', '')} | {o['source_line']}"
+
+
+def _no_longer_made(outcome: dict[str, str]) -> bool:
+    """A ``return <constant>`` -> ``return None`` mutant (made before that rule)."""
+    if not outcome["key"].endswith("`return x` -> `return None`"):
+        return False
+    try:
+        node = ast.parse(outcome["source_line"]).body[0]
+    except (SyntaxError, IndexError):
+        return False
+    return isinstance(node, ast.Return) and isinstance(node.value, ast.Constant)
+
+
+def _report(modules: list[str]) -> str:
+    """The saved results as a Markdown table (equivalents judged by the current list)."""
+    head = "| module | mutants | run | killed | timed out | survived | equivalent | not run | killed* |"
+    rows = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    known = equivalents()
+    for module in modules:
+        file = RESULTS / f"{module}.json"
+        if not file.exists():
+            continue
+        current = {site.key(module): site.scope for site in sites(_path(module).read_text())}
+        # Not the mutants an older mutator made and this one does not (return <constant>).
+        outcomes = [o for o in json.loads(file.read_text())["outcomes"] if not _no_longer_made(o)]
+        count = dict.fromkeys(("killed", "timeout", "survived", "equivalent", "not run", "error"), 0)
+        for o in outcomes:
+            status = o["status"]
+            what = o["key"].split(": ", 1)[1]
+            if status in ("survived", "equivalent"):
+                where = (o.get("scope") or current.get(o["key"], ""), o["source_line"], what)
+                status = "equivalent" if where in known.get(module, set()) else "survived"
+            count[status] += 1
+        run = len(outcomes) - count["not run"]
+        judged = count["killed"] + count["timeout"] + count["survived"]
+        rate = "n/a" if not judged else f"{(count['killed'] + count['timeout']) / judged:.0%}"
+        rows.append(
+            f"| `{module}` | {len(outcomes)} | {run} | {count['killed']} | {count['timeout']} |"
+            f" {count['survived']} | {count['equivalent']} | {count['not run']} | {rate} |"
+        )
+    rows.append("\n\\* killed or timed out, of the mutants run and not judged equivalent")
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 dev.py mutate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help="modules under trio_chirp (default: every mapped one)")
+    parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES, help="time box for the whole run")
+    parser.add_argument(
+        "--tests", nargs="+", metavar="TEST", help="these tests, not the mapped ones (after the modules)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="order in which mutants are tried")
+    parser.add_argument("--list", action="store_true", help="list the modules, their tests and mutant counts")
+    parser.add_argument("--survivors", action="store_true", help="print the last run's survivors")
+    parser.add_argument("--report", action="store_true", help="the last run's figures as a Markdown table")
+    args = parser.parse_args(argv)
+    modules = [normalize(m) for m in args.modules] or list(TESTS)
+    unknown = [m for m in modules if m not in TESTS]
+    if unknown:
+        parser.error(f"no tests mapped for {unknown}: add them to TESTS in tools/mutate.py")
+    if args.list:
+        for m in modules:
+            print(f"{m:18} {len(sites(_path(m).read_text())):4} mutants  {' '.join(TESTS[m])}")
+        return 0
+    if args.survivors:
+        for line in _survivors(modules):
+            print(line)
+        return 0
+    if args.report:
+        print(_report(modules))
+        return 0
+    os.nice(10)
+    # Imported once here, not once per mutant. Hypothesis brings its pytest plugin, whose
+    # asserts pytest can then not rewrite: that warning is switched off in the children.
+    import hypothesis  # noqa: F401
+    import msgpack  # noqa: F401
+    import pytest  # noqa: F401
+    import trio
+    import trio.testing  # noqa: F401
+
+    assert "trio_chirp" not in sys.modules  # a child must import the mutant, not a cached module
+    budget = args.minutes * 60
+    started = time.monotonic()
+    tallies: list[Tally] = []
+    # The test files as they are now (files added during the run do not change it).
+    chosen = {m: args.tests or TESTS[m] for m in modules}
+    tests = {m: [t for t in chosen[m] if (ROOT / t.split("::")[0]).exists()] for m in modules}
+    for k, module in enumerate(modules):
+        left = budget - (time.monotonic() - started)
+        share = left / (len(modules) - k)
+        print(f"{module}: {share / 60:.1f} min", flush=True)
+        tally = run_module(module, tests[module], share, args.seed)
+        tallies.append(tally)
+        print(tally.line(), flush=True)
+    print("\nsummary")
+    for tally in tallies:
+        print(tally.line())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "tests"))
+    sys.exit(main())
