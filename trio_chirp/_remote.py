@@ -39,8 +39,6 @@ NO_LIMIT: Final = 1 << 64
 COALESCE_BYTES: Final = 256 * 1024
 """The writer joins queued frames into one write up to about this many bytes."""
 
-_pack_head = pack_frame_head
-
 
 class Link(Protocol):
     """What a remote needs of a connection it writes on (``_connection.Connection`` is one)."""
@@ -318,9 +316,9 @@ class Remote(Generic[L]):
             if identity is ZERO_IDENTITY:
                 self._noop_pending = False
                 noops += 1
-                parts.append(_pack_head(identity, self.next_serial(), 0, 0, TYPE_NOOP))
+                parts.append(pack_frame_head(identity, self.next_serial(), 0, 0, TYPE_NOOP))
             else:
-                parts.append(_pack_head(identity, self.next_serial(), 0, 0, TYPE_ACK))
+                parts.append(pack_frame_head(identity, self.next_serial(), 0, 0, TYPE_ACK))
         acks = len(parts) - noops
         outs: list[Outgoing] = []
         queue = self.queue
@@ -356,7 +354,7 @@ class Remote(Generic[L]):
                 continue
             type_ = TYPE_REQ_ACK if out.synchronous else 0
             out.message.serial = serial = self.next_serial()
-            parts.append(_pack_head(out.identity, serial, len(data), len(header), type_))
+            parts.append(pack_frame_head(out.identity, serial, len(data), len(header), type_))
             if header:
                 parts.append(header)
             if data:

@@ -9,7 +9,6 @@ reader, before any queue), or the application's, queued in the ``Inbox`` for
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Final
 
 from .._address import RemoteKey
@@ -21,10 +20,9 @@ from .._message import Message, meta_of
 from .._protocol import FrameHead
 from .._requests import Requests
 from ._log import NodeLog
+from ._state import StartSoon
 
 __all__ = ["Delivery"]
-
-StartSoon = Callable[..., None]
 
 MAX_PENDING_REFUSALS: Final = 64
 """Error responses for oversized messages being written at once, node-wide; past it, a

@@ -41,11 +41,9 @@ from ._delivery import Delivery
 from ._encryption import Encryption
 from ._log import NodeLog, logger
 from ._remotes import NodeRemote, RemoteTable
-from ._state import NodeState
+from ._state import NodeState, StartSoon
 
 __all__ = ["Links"]
-
-StartSoon = Callable[..., None]
 
 
 class Links:

@@ -27,7 +27,7 @@ from .._connection import Connection
 from .._errors import ChirpError, ShutdownError
 from .._remote import Outgoing, Remote
 from ._log import NodeLog
-from ._state import NodeState
+from ._state import NodeState, StartSoon
 
 __all__ = ["DEBOUNCE_BASE", "DEBOUNCE_JITTER", "RemoteTable", "copy_error"]
 
@@ -36,7 +36,6 @@ DEBOUNCE_JITTER: Final = 0.5
 
 NodeRemote = Remote[Connection]
 Dial = Callable[[NodeRemote], Awaitable[None]]
-StartSoon = Callable[..., None]
 
 
 def copy_error(error: ChirpError) -> ChirpError:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import trio
 
 from .._config import Config
 from .._protocol import IDENTITY_SIZE, ZERO_IDENTITY, encode_handshake
 
-__all__ = ["NodeState"]
+__all__ = ["NodeState", "StartSoon"]
+
+StartSoon = Callable[..., None]
+"""The node nursery's ``start_soon``, handed to the services that start tasks in it."""
 
 
 class NodeState:
