@@ -208,7 +208,8 @@ async def test_slots_stop_reading_and_block_the_sender(autojump_clock: trio.abc.
 
 async def test_short_deadline_does_not_disturb_other_sends(autojump_clock: trio.abc.Clock) -> None:
     net = MemoryNetwork()
-    async with node(net, A, synchronous=False) as a, node(net, B, timeout=5.0) as b:
+    # One slot at A: the window it grants B is 1, so the later sends queue behind the first.
+    async with node(net, A, synchronous=False, max_slots=1) as a, node(net, B, timeout=5.0) as b:
         outcomes: dict[str, object] = {}
 
         async def sender(name: str, deadline: float | None) -> None:
@@ -291,7 +292,8 @@ async def test_close_fails_queued_waits_for_acks_and_never_acks_unreleased(
 ) -> None:
     net = MemoryNetwork()
     outcomes: list[str] = []
-    async with node(net, A, synchronous=False) as a:
+    # One slot at A, so it grants a window of 1: the second message stays queued.
+    async with node(net, A, synchronous=False, max_slots=1) as a:
         async with node(net, B, timeout=3.0) as b, trio.open_nursery() as nursery:
 
             async def send(data: bytes) -> None:

@@ -603,7 +603,8 @@ async def test_asynchronous_requests_queue_behind_a_synchronous_message_in_fligh
     autojump_clock: trio.abc.Clock,
 ) -> None:
     net = MemoryNetwork()
-    async with node(net, B, synchronous=False) as b, node(net, A, timeout=5.0) as a:
+    # B has one slot, so it grants A a window of 1 (test_pipelining.py: wider windows).
+    async with node(net, B, synchronous=False, max_slots=1) as b, node(net, A, timeout=5.0) as a:
         order: list[bytes] = []
         async with trio.open_nursery() as nursery:
             nursery.start_soon(a.send, to(B, b"sync first"))  # held by B: stays in flight

@@ -38,10 +38,10 @@ class FakeConnection:
     def write_now(self) -> None:
         raise AssertionError("not written in these tests")
 
-    def arm_ack_timer(self, deadline: float) -> None:
+    def ack_awaited(self, deadline: float) -> None:
         pass
 
-    def disarm_ack_timer(self) -> None:
+    def ack_settled(self, more_awaited: bool) -> None:
         pass
 
     def unread_ack_hint(self) -> str:
@@ -167,7 +167,8 @@ async def test_gc_keeps_a_remote_that_is_busy(autojump_clock: trio.abc.Clock, bu
         h = Harness(nursery, reuse_time=10.0)
         remote = h.table.get(KEY)
         if busy == "in_flight":
-            remote.in_flight = Outgoing(Message(b""), True, 0.0)
+            out = Outgoing(Message(b""), True, 0.0)
+            remote.in_flight[out.identity] = out
         else:
             setattr(remote, busy, True)
         h.table.collect(trio.current_time() + 1000)
@@ -181,7 +182,8 @@ async def test_gc_closes_replaced_connections_idle_past_the_reuse_time(
     async with trio.open_nursery() as nursery:
         h = Harness(nursery, reuse_time=10.0)
         remote = h.table.get(KEY)
-        remote.in_flight = Outgoing(Message(b""), True, 0.0)  # the remote itself stays
+        out = Outgoing(Message(b""), True, 0.0)
+        remote.in_flight[out.identity] = out  # the remote itself stays
         now = trio.current_time()
         stale = FakeConnection(last_activity=now - 11)
         fresh = FakeConnection(last_activity=now - 9)

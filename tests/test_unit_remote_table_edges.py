@@ -62,7 +62,7 @@ async def test_the_in_flight_queries_match_key_and_identity(autojump_clock: trio
         remote = table.get(KEY)
         assert not table.awaiting_ack(KEY, b"\1" * 16)  # nothing in flight
         out = Outgoing(Message(b"x", address=KEY[0], port=KEY[1]), True, trio.current_time() + 100)
-        remote.in_flight = out
+        remote.in_flight[out.identity] = out
         out.state = OutgoingState.AWAITING_ACK
         identity = out.identity
         assert table.awaiting_ack(KEY, identity)
@@ -72,7 +72,7 @@ async def test_the_in_flight_queries_match_key_and_identity(autojump_clock: trio
         assert not table.settle_in_flight(OTHER, identity, error)
         assert table.settle_in_flight(KEY, identity, error)
         assert out.error is error
-        assert remote.in_flight is None
+        assert not remote.in_flight
         nursery.cancel_scope.cancel()
 
 

@@ -235,8 +235,8 @@ class Connection:
             # A trio_chirp peer is told about an oversized message (an error response, which
             # needs our map) instead of losing the connection and everything else on it.
             parser.skip_oversized_up_to = SKIP_OVERSIZED_UP_TO
-        if self.remote is not None:
-            self.remote.peer_max_msg_size = announcement.max_msg_size
+        if self.remote is not None and self.remote.current is self:
+            self.remote.learn_peer(announcement.max_msg_size, announcement.window)
 
     def unread_ack_hint(self) -> str:
         """Why an ACK may have come and not been read: our reader waits for a slot (docs/lockups.md)."""
@@ -563,9 +563,11 @@ class Connection:
         if scope is not None and deadline < scope.deadline:
             scope.deadline = deadline
 
-    def arm_ack_timer(self, deadline: float) -> None:
-        self._ack_deadline = deadline
-        self._arm(deadline)
+    def ack_awaited(self, deadline: float) -> None:
+        if self._ack_deadline == math.inf:
+            self._ack_deadline = deadline
+            self._arm(deadline)
 
-    def disarm_ack_timer(self) -> None:
-        self._ack_deadline = math.inf
+    def ack_settled(self, more_awaited: bool) -> None:
+        # Moved later only: the timer wakes at the old deadline, finds nothing due, sleeps on.
+        self._ack_deadline = trio.current_time() + self.config.timeout if more_awaited else math.inf

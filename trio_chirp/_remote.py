@@ -1,9 +1,10 @@
 """One peer node, as (address, announced port): its queues, its message in flight, its connections.
 
 The remote is where sending is decided (docs/protocol.md, section 7.1): a bounded FIFO of data
-messages, a FIFO of control frames (ACK, NOOP) that overtake data, at most one
-synchronous message waiting for its ACK, the serial counter, the current connection
-(the only one written on) and old ones (still read until collected).
+messages, a FIFO of control frames (ACK, NOOP) that overtake data, the synchronous
+messages waiting for their ACKs (at most one to libchirp, up to the window a trio_chirp
+peer announced: ``window``), the serial counter, the current connection (the only one
+written on) and old ones (still read until collected).
 
 Connections pull work from here (``take_batch``) instead of the remote pushing into
 them, so a remote never blocks on a connection and a connection never blocks on
@@ -31,10 +32,23 @@ from ._message import Message
 from ._protocol import FRAME_HEAD_SIZE, TYPE_ACK, TYPE_NOOP, TYPE_REQ_ACK, ZERO_IDENTITY, pack_frame_head
 from ._protocol.constants import MAX_SERIAL
 
-__all__ = ["NO_LIMIT", "Link", "Outgoing", "OutgoingState", "Remote", "lost_error", "too_large_error"]
+__all__ = [
+    "MAX_WINDOW",
+    "NO_LIMIT",
+    "Link",
+    "Outgoing",
+    "OutgoingState",
+    "Remote",
+    "lost_error",
+    "too_large_error",
+]
 
 NO_LIMIT: Final = 1 << 64
 """``peer_max_msg_size`` of a peer that announced none (libchirp): the wire's own limits apply."""
+
+MAX_WINDOW: Final = 64
+"""The most synchronous messages in flight to one remote, whatever window its peer announced
+(ours grant at most 32: ``Config.max_slots``); more would only hold more senders' messages."""
 
 COALESCE_BYTES: Final = 256 * 1024
 """The writer joins queued frames into one write up to about this many bytes."""
@@ -49,11 +63,14 @@ class Link(Protocol):
     def write_now(self) -> None:
         """Write urgent work (ACKs, a synchronous message) at once, from the calling task."""
 
-    def arm_ack_timer(self, deadline: float) -> None:
-        """Close the connection unless the ACK of the message just written comes by ``deadline``."""
+    def ack_awaited(self, deadline: float) -> None:
+        """A synchronous message written here waits for its ACK: unless one was already
+        waited for, close the connection if no ACK comes by ``deadline``."""
 
-    def disarm_ack_timer(self) -> None:
-        """The ACK came (or the message was settled otherwise)."""
+    def ack_settled(self, more_awaited: bool) -> None:
+        """An ACK (or error response) settled a message written here. ``more_awaited``:
+        others still wait, and get ``timeout`` again from now (ACKs keep coming, so the
+        peer is alive; each ``send()`` still fails at its own deadline)."""
 
     def unread_ack_hint(self) -> str:
         """Why an ACK on this connection may go unread (our own receive slots are held), or ""."""
@@ -164,7 +181,13 @@ class Remote(Generic[L]):
         self.queued = 0  # entries in ``queue`` not withdrawn
         self.control: deque[bytes] = deque()  # identities to ACK; ZERO_IDENTITY + NOOP marker
         self._noop_pending = False
-        self.in_flight: Outgoing | None = None
+        self.in_flight: dict[bytes, Outgoing] = {}
+        """Synchronous messages written (or being written) and waiting for their ACKs, by
+        identity, oldest first; at most ``window`` (an ACK is matched by identity alone)."""
+        self.window = 1
+        """How many synchronous messages may be in flight: 1 (libchirp's rule: a second
+        REQ_ACK in flight corrupts its control queue) until the current connection's peer
+        announces itself as trio_chirp with its receive slots (docs/protocol.md, section 12)."""
         self.current: L | None = None
         self.old: set[L] = set()
         self.last_activity = trio.current_time()
@@ -303,8 +326,11 @@ class Remote(Generic[L]):
 
         Returns the frames' parts, the data messages, and the number of ACKs and NOOPs.
 
-        A synchronous message becomes the one in flight and ends the batch; nothing
-        behind it is written until its ACK arrives (FIFO per remote).
+        Data is written in the order it was accepted (FIFO per remote) while fewer than
+        ``window`` synchronous messages wait for their ACKs; at the window, nothing more
+        of the queue is written until an ACK arrives. Responses (``overtaking``) do not
+        wait for the window. A synchronous message whose identity is already in flight
+        waits at the head of the queue until that one settles (ACKs match by identity).
         """
         if self.current is not conn:
             return None
@@ -326,8 +352,17 @@ class Remote(Generic[L]):
         taken = 0
         now = trio.current_time()
         overtaking = self.overtaking
-        while (overtaking or (queue and self.in_flight is None)) and size < COALESCE_BYTES:
-            out = overtaking.popleft() if overtaking else queue.popleft()
+        in_flight = self.in_flight
+        while size < COALESCE_BYTES:
+            if overtaking:
+                out = overtaking.popleft()
+            elif queue and len(in_flight) < self.window:
+                out = queue[0]
+                if out.synchronous and out.identity in in_flight and out.state is OutgoingState.QUEUED:
+                    break
+                queue.popleft()
+            else:
+                break
             if out.state is not OutgoingState.QUEUED:
                 continue
             self.queued -= 1
@@ -364,7 +399,7 @@ class Remote(Generic[L]):
             out.connection = conn
             outs.append(out)
             if out.synchronous:
-                self.in_flight = out
+                in_flight[out.identity] = out
         if taken:
             self.room_lot.unpark(count=taken)
         if not parts:
@@ -373,14 +408,17 @@ class Remote(Generic[L]):
 
     def on_written(self, conn: L, outs: list[Outgoing], ack_deadline: float) -> None:
         self.last_activity = trio.current_time()
+        awaited = False
         for out in outs:
             if out.synchronous:
                 if out.state is OutgoingState.WRITING:
                     out.state = OutgoingState.AWAITING_ACK
-                    conn.arm_ack_timer(ack_deadline)
+                    awaited = True
             else:
                 self.unwritten_async -= 1
                 out.finish(None)
+        if awaited:
+            conn.ack_awaited(ack_deadline)
         if not self.unwritten_async:
             self.flush_lot.unpark_all()
 
@@ -390,25 +428,39 @@ class Remote(Generic[L]):
         return self._settle_in_flight(identity, None)
 
     def on_error_response(self, identity: bytes, error: ChirpError) -> bool:
-        """An error response for the message in flight: fail it now and free its place.
+        """An error response for a message in flight: fail it now and free its place.
 
         The place is not kept for the ACK that follows (a trio_chirp hop writes the error
         response, then releases with ACK): that ACK then matches nothing and is ignored.
         """
         return self._settle_in_flight(identity, error)
 
-    def in_flight_on(self, conn: L) -> bool:
-        """Whether the synchronous message in flight was written on ``conn`` (its ACK comes there)."""
-        out = self.in_flight
-        return out is not None and out.connection is conn
+    def in_flight_on(self, conn: Link) -> bool:
+        """Whether a synchronous message in flight was written on ``conn`` (its ACK comes there)."""
+        return any(out.connection is conn for out in self.in_flight.values())
+
+    def awaiting_ack(self, identity: bytes) -> bool:
+        """Whether a synchronous message with ``identity`` is in flight (its ACK not read yet)."""
+        return identity in self.in_flight
+
+    def learn_peer(self, max_msg_size: int, window: int) -> None:
+        """The current connection's peer announced itself (docs/protocol.md, section 12)."""
+        self.peer_max_msg_size = max_msg_size
+        self.window = min(max(window, 1), MAX_WINDOW)
+        self.writer_lot.unpark_all()  # a wider window may let queued messages go
+
+    def _forget_peer(self) -> None:
+        """Nothing is known of a new (or no) current connection's peer until it announces."""
+        self.peer_max_msg_size = NO_LIMIT
+        self.window = 1
 
     def _settle_in_flight(self, identity: bytes, error: ChirpError | None) -> bool:
-        out = self.in_flight
-        if out is None or out.identity != identity:
+        out = self.in_flight.pop(identity, None)
+        if out is None:
             return False
-        self.in_flight = None
-        if out.connection is not None:
-            out.connection.disarm_ack_timer()
+        conn = out.connection
+        if conn is not None:
+            conn.ack_settled(bool(self.in_flight) and self.in_flight_on(conn))
         out.finish(error)
         self.ack_lot.unpark_all()
         self.kick(urgent=True)
@@ -428,7 +480,7 @@ class Remote(Generic[L]):
                 return error
             return ChirpTimeoutError(
                 f"send to {where} timed out after {timeout}s still queued ({self.queued} queued,"
-                f" {'one' if self.in_flight else 'none'} in flight)"
+                f" {len(self.in_flight)} in flight)"
             )
         if out.state is OutgoingState.WRITING:
             return ChirpTimeoutError(f"send to {where} timed out after {timeout}s while being written")
@@ -443,7 +495,7 @@ class Remote(Generic[L]):
             self.old.add(previous)
         self.old.discard(conn)
         self.current = conn
-        self.peer_max_msg_size = NO_LIMIT  # learned afresh from this connection's announcement
+        self._forget_peer()  # learned afresh from this connection's announcement
         self.connect_error = None  # reachable after all (e.g. its own dial reached us)
         self.last_activity = trio.current_time()
         self.writer_lot.unpark_all()
@@ -453,13 +505,14 @@ class Remote(Generic[L]):
         self.old.discard(conn)
         if self.current is conn:
             self.current = None
-            self.peer_max_msg_size = NO_LIMIT  # learned again from the next connection
+            self._forget_peer()  # learned again from the next connection
             self.control.clear()  # ACKs for this link die with it (docs/protocol.md, section 5.3)
             self._noop_pending = False
-        out = self.in_flight
-        if out is not None and out.connection is conn:
-            self.in_flight = None
+        carried = [out for out in self.in_flight.values() if out.connection is conn]
+        for out in carried:
+            del self.in_flight[out.identity]
             out.finish(cause)
+        if carried:
             self.ack_lot.unpark_all()
         for out in written:
             if out.state is OutgoingState.WRITING:

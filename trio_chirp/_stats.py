@@ -52,7 +52,11 @@ class RemoteStats:
     queued: int
     """Messages accepted and waiting to be written."""
     in_flight: int
-    """Synchronous messages written and waiting for their ACK (0 or 1)."""
+    """Synchronous messages written and waiting for their ACKs (at most ``window``)."""
+    window: int
+    """How many synchronous messages may be in flight to it at once: what its peer granted
+    in its announcement (its receive slots, docs/protocol.md section 12); 1 for libchirp
+    and until the announcement has arrived."""
     unwritten_async: int
     """Asynchronous messages accepted and not yet written (what ``flush()`` waits for)."""
     reconnect_blocked: bool

@@ -272,7 +272,7 @@ class Chirp(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         try:
             with trio.move_on_after(state.config.timeout):
                 for remote in list(self._remotes):
-                    while remote.in_flight is not None and remote.current is not None:
+                    while remote.in_flight and remote.current is not None:
                         await remote.ack_lot.park()
             await trio.lowlevel.checkpoint()
         finally:

@@ -174,7 +174,7 @@ class RemoteTable:
             for conn in list(remote.old):
                 if now - conn.last_activity > reuse:
                     conn.close(ShutdownError(f"{conn} replaced and idle for more than {reuse}s"))
-            if remote.blocked or remote.connecting or remote.in_flight is not None:
+            if remote.blocked or remote.connecting or remote.in_flight:
                 continue
             if now - remote.last_activity > reuse:
                 del self._remotes[remote.key]
@@ -184,10 +184,9 @@ class RemoteTable:
 
     # --- what requests ask (SendState) ----------------------------------------------------
     def awaiting_ack(self, key: RemoteKey, identity: bytes) -> bool:
-        """Whether the synchronous message in flight to ``key`` has ``identity``."""
+        """Whether a synchronous message in flight to ``key`` has ``identity``."""
         remote = self._remotes.get(key)
-        out = None if remote is None else remote.in_flight
-        return out is not None and out.identity == identity
+        return remote is not None and remote.awaiting_ack(identity)
 
     def peer_announced(self, key: RemoteKey) -> bool:
         """Whether the peer at ``key`` announced itself as trio_chirp on its current connection."""
@@ -196,7 +195,7 @@ class RemoteTable:
         return conn is not None and conn.peer_announcement is not None
 
     def settle_in_flight(self, key: RemoteKey, identity: bytes, error: ChirpError) -> bool:
-        """Fail the synchronous message in flight to ``key`` if it has ``identity`` (an error response)."""
+        """Fail the synchronous message in flight to ``key`` with ``identity``, if any (an error response)."""
         remote = self._remotes.get(key)
         return remote is not None and remote.on_error_response(identity, error)
 
