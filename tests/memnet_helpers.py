@@ -47,6 +47,8 @@ class FakePeer:
         self.accepted = trio.Event()
         self.eof = trio.Event()
         self.send_handshake = True
+        self.announcement = b""
+        """Written right after the handshake (``encode_announcement(...)``): a trio_chirp peer."""
         self.nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -74,7 +76,7 @@ class FakePeer:
 
     async def _read(self, stream: MemoryStream) -> None:
         if self.send_handshake:
-            await stream.send_all(encode_handshake(self.port, b"\xee" * 16))
+            await stream.send_all(encode_handshake(self.port, b"\xee" * 16) + self.announcement)
         parser = FrameParser(2**32)
         while True:
             event = parser.next_event()
