@@ -726,14 +726,16 @@ class _Run:
         self.result.violations.append(f"t={trio.current_time():.6f}: {text}")
 
     def sample_full_slots(self) -> None:
-        """Facts 'full slots' and 'backpressure', sampled at every application event.
+        """Facts 'full slots', 'backpressure' and 'pipelined', sampled at every application event.
 
         *full slots*: some node has a connection with all ``effective_slots`` in use while
         its peer has more for it: bytes that arrived and are not read (the reader stopped),
-        or messages queued for this node. *backpressure*: the first case alone.
+        or messages queued for this node. *backpressure*: the first case alone. *pipelined*:
+        some node has more than one synchronous message waiting for its ACKs to one remote
+        (a trio_chirp peer granted a window above 1).
         """
         facts = self.result.facts
-        if "backpressure" in facts:
+        if "backpressure" in facts and "pipelined" in facts:
             return
         queued = {}
         for sender in self.nodes:
@@ -741,6 +743,10 @@ class _Run:
                 for remote in sender.chirp.statistics().remotes:
                     if remote.queued:
                         queued[(sender.ip, remote.address)] = remote.queued
+                    if remote.in_flight > 1:
+                        facts.add("pipelined")
+        if "backpressure" in facts:
+            return
         for node in self.nodes:
             if not node.up or node.chirp is None:
                 continue

@@ -69,6 +69,9 @@ MUTANT_BUDGET = 200
 """Networks the mutation search may try from each seed before it counts as not found."""
 FULL_SLOTS_MIN = 0.25
 CRASH_MIN = 0.10
+PIPELINED_MIN = 0.05
+"""Networks with several synchronous messages waiting for ACKs to one remote (a router
+forwarding to a worker with more than one slot)."""
 
 
 @st.composite
@@ -117,8 +120,13 @@ def test_generated_networks_keep_every_invariant(shard: int) -> None:
     full = sum("full slots" in f for f in facts) / len(facts)
     crashed = sum("crash" in f for f in facts) / len(facts)
     backpressure = sum("backpressure" in f for f in facts) / len(facts)
-    print(f"{len(facts)} networks: full slots {full:.0%}, bp {backpressure:.0%}, crash {crashed:.0%}")
+    pipelined = sum("pipelined" in f for f in facts) / len(facts)
+    print(
+        f"{len(facts)} networks: full slots {full:.0%}, bp {backpressure:.0%}, crash {crashed:.0%},"
+        f" pipelined {pipelined:.0%}"
+    )
     assert full >= FULL_SLOTS_MIN, f"only {full:.0%} of {len(facts)} networks reached full slots"
+    assert pipelined >= PIPELINED_MIN, f"only {pipelined:.0%} of {len(facts)} networks pipelined"
     assert crashed >= CRASH_MIN, f"only {crashed:.0%} of {len(facts)} networks included a crash"
 
 
