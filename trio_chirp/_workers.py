@@ -67,10 +67,11 @@ class Workers:
     counted, rate-limited and answered with an error response like any other failure.
 
     Parallelism: ``count`` handlers run at once only if messages arrive at once. A
-    synchronous producer keeps one message in flight per worker node, so its requests run
-    one at a time; send asynchronous requests (``request(msg, synchronous=False)``, the
-    response completes each) from a producer that wants several handled in parallel
-    (docs/requests.md).
+    trio_chirp producer's synchronous sends from many tasks are in flight together, up to
+    this node's receive slots (the window it announces); one task, or a libchirp producer
+    (one synchronous message in flight per remote), sends one at a time: there, send
+    asynchronous requests (``request(msg, synchronous=False)``, the response completes
+    each) to have several handled in parallel (docs/requests.md).
     """
 
     def __init__(

@@ -176,7 +176,7 @@ class Chirp(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         """Send ``message`` and return the response: a message with its identity from that peer.
 
         Synchronous (the node's mode unless overridden): the request asks for an ACK and
-        keeps the remote's one-in-flight place until it arrives; a peer following the rule
+        keeps its in-flight place (one of the peer's window) until it arrives; a peer following the rule
         has sent the response before the ACK. Asynchronous: no ACK, the response alone
         completes it, so many requests may be in flight to one peer. The deadline is the
         sooner of the caller's cancel scope and ``config.timeout``; it travels to the peer
