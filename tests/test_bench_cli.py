@@ -43,6 +43,20 @@ def test_bench_writes_json_and_a_chart_for_plaintext_and_tls(tmp_path: Path) -> 
     assert f"wrote {out_json} and {out_png}" in done.out
 
 
+def test_bench_runs_sixteen_tasks_and_a_fan_in_of_a_hundred_nodes(tmp_path: Path) -> None:
+    """The two workloads that measure many senders: each measures a rate, the fan-in for trio_chirp only."""
+    out_json = tmp_path / "b.json"
+    done = cli(
+        "bench", "sync-1k-16", "fanin-1k-100", *TINY, "--transport", "plaintext", "--json", str(out_json),
+        "--no-chart", timeout=100,
+    )  # fmt: skip
+    assert done.returncode == 0, done.out + done.err
+    rows = {r["workload"]: r for r in json.loads(out_json.read_text())["results"]}
+    assert set(rows) == {"sync-1k-16", "fanin-1k-100"}
+    assert all(row["rate"] > 0 for row in rows.values())
+    assert "| sync 1 KiB from 100 sender nodes in one process" in done.out
+
+
 def test_bench_refuses_bad_arguments_before_measuring(tmp_path: Path) -> None:
     done = cli("bench", "async-2k")
     assert done.returncode == 2

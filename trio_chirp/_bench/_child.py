@@ -162,7 +162,9 @@ class Meter:
 async def run_receiver(args: argparse.Namespace) -> None:
     mode = args.mode
     async with (
-        trio_chirp.open_chirp(node_config(synchronous=mode == "sync", receiver=True)) as chirp,
+        trio_chirp.open_chirp(
+            node_config(synchronous=mode == "sync" and not args.async_receiver, receiver=True)
+        ) as chirp,
         trio.open_nursery() as nursery,
     ):
         nursery.start_soon(cancel_on_sigterm, nursery.cancel_scope)
@@ -197,6 +199,9 @@ async def run_receiver(args: argparse.Namespace) -> None:
 
 
 async def run_sender(args: argparse.Namespace) -> None:
+    if args.sender_nodes > 1:
+        await run_fan_in_sender(args)
+        return
     mode = args.mode
     async with (
         trio_chirp.open_chirp(node_config(synchronous=mode in ("sync", "echo"))) as chirp,
@@ -220,13 +225,28 @@ async def run_sender(args: argparse.Namespace) -> None:
                     MESSAGES[0] = n
                     meter.check(n)
             await trio.sleep_forever()
-        if args.tasks > 1:  # sync-1k-16: many tasks share the remote's one in-flight place
+        if args.tasks > 1:  # sync-1k-16: many tasks, in flight together up to the receiver's window
             for _ in range(args.tasks):
                 nursery.start_soon(
                     _send_forever, send, trio_chirp.Message(msg.data, address=dest(), port=args.port)
                 )
             return
         await _send_forever(send, msg)
+
+
+async def run_fan_in_sender(args: argparse.Namespace) -> None:
+    """``fanin-*``: ``--sender-nodes`` synchronous nodes in this one Trio run, one task each."""
+    async with contextlib.AsyncExitStack() as stack:
+        chirps = [
+            await stack.enter_async_context(trio_chirp.open_chirp(node_config(synchronous=True)))
+            for _ in range(args.sender_nodes)
+        ]
+        async with trio.open_nursery() as nursery:  # inside: the nodes close after their tasks
+            nursery.start_soon(cancel_on_sigterm, nursery.cancel_scope)
+            for chirp in chirps:
+                msg = trio_chirp.Message(b"s" * args.size, address=dest(), port=args.port)
+                send = _application_send(chirp, args) if args.new_message or args.deadline else chirp.send
+                nursery.start_soon(_send_forever, send, msg)
 
 
 async def _send_forever(send: Any, msg: trio_chirp.Message) -> None:
@@ -431,7 +451,9 @@ def child_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--tls-dir", type=Path)
-    for flag in ("instrument", "release-first", "new-message", "deadline", "no-header-map", "tracemalloc"):
+    parser.add_argument("--sender-nodes", type=int, default=1)
+    flags = ("instrument", "release-first", "new-message", "deadline", "no-header-map", "tracemalloc")
+    for flag in (*flags, "async-receiver"):
         parser.add_argument(f"--{flag}", action="store_true")
     return parser
 

@@ -47,7 +47,7 @@ def harness_args(args: argparse.Namespace, tls_dir: Path | None) -> argparse.Nam
         same_cpu=False,
         instrument=False,
         release_first=False,
-        new_message=False,
+        new_message=not getattr(args, "reuse_message", False),
         deadline=False,
         no_header_map=False,
         tls=tls_dir,
@@ -149,6 +149,8 @@ def _skip_reason(impl: str, w: Workload, transport: str, missing: dict[str, str]
         return NO_TLS[impl]
     if w.mode not in REFERENCE_MODES:
         return f"no {w.mode} workload for {impl}"
+    if w.nodes > 1:
+        return f"not measured for {impl}: the fan-in compares trio_chirp with itself (one sender node)"
     return None
 
 

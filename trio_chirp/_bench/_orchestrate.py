@@ -152,6 +152,7 @@ def run_throughput(
     timing += ["--duration", str(args.duration)]
     timing += ["--instrument"] * args.instrument + ["--release-first"] * args.release_first
     timing += ["--new-message"] * args.new_message + ["--deadline"] * args.deadline
+    timing += ["--async-receiver"] * w.async_receiver + ["--sender-nodes", str(w.nodes)] * (w.nodes > 1)
     timing += ["--no-header-map"] * args.no_header_map
     prefix = "raw-" if w.mode.startswith("raw-") else ""
     if args.tls is not None and not prefix:

@@ -13,7 +13,9 @@ The same workloads, each library in its natural style:
 
 * libchirp (``libchirp.queue``): ``async``: both nodes asynchronous, up to 256 sends
   outstanding (a new ``Message`` per send: one in use cannot be sent again); ``sync``: both
-  synchronous, ``send(msg).result()`` per message, ``--tasks`` threads; ``echo``: the
+  synchronous (``--async-receiver``: the receiver asynchronous), ``send(msg).result()``
+  with a new message each, ``--tasks`` threads (libchirp keeps one in flight per remote
+  whatever the threads); ``echo``: the
   receiver answers with the received message (libchirp's reply pattern), the synchronous
   sender waits for the ACK and then the reply.
 * pyzmq: ``async``: PUSH -> PULL; ``sync``: REQ -> REP with an empty reply as the
@@ -116,7 +118,7 @@ def libchirp_node(args: argparse.Namespace, *, synchronous: bool, port: int) -> 
 
 def libchirp_receiver(args: argparse.Namespace) -> None:
     port = free_port()
-    chirp = libchirp_node(args, synchronous=args.mode == "sync", port=port)
+    chirp = libchirp_node(args, synchronous=args.mode == "sync" and not args.async_receiver, port=port)
     emit("PORT", port=port)
     meter = Meter(args.warmup, args.duration)
     reply = b"r" * args.size
@@ -161,9 +163,8 @@ def libchirp_sender(args: argparse.Namespace) -> None:
     counter = Counter(None)
 
     def loop() -> None:
-        msg = message()
         while True:
-            chirp.send(msg).result()
+            chirp.send(message()).result()  # a new message per send, as applications do
             counter.add()
 
     run_threads(loop, args.tasks)
@@ -242,6 +243,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--check", action="store_true", help="only say whether the library imports")
+    parser.add_argument("--new-message", action="store_true", help="(always: a new message per send)")
+    parser.add_argument("--async-receiver", action="store_true", help="the receiver is asynchronous")
     args = parser.parse_args()
     if args.check:
         module = "libchirp.queue" if args.impl == "libchirp" else "zmq"

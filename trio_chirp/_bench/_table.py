@@ -39,7 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--release-first", action="store_true", help="echo worker releases (ACKs) before sending the reply"
     )
-    parser.add_argument("--new-message", action="store_true", help="a new Message per send, as apps do")
+    parser.add_argument(
+        "--reuse-message",
+        dest="new_message",
+        action="store_false",
+        help="send one Message again and again (default: a new Message per send, as apps do)",
+    )
+    parser.add_argument("--new-message", action="store_true", help="(the default)")
     parser.add_argument(
         "--deadline", action="store_true", help="each send in a caller's cancel scope: the deadline travels"
     )

@@ -28,7 +28,11 @@ class Workload:
     size: int
     target: float
     unit: str
-    tasks: int = 1  # sending tasks in the sender process
+    tasks: int = 1  # sending tasks in the sender process (per sender node)
+    nodes: int = 1  # sender nodes in the sender process (one Trio run)
+    async_receiver: bool = False
+    """The receiver is an asynchronous node (a worker: many slots) while the sender is
+    synchronous; otherwise both are in the workload's mode."""
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -62,7 +66,25 @@ WORKLOADS: dict[str, Workload] = {
 EXTRA_WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
-        Workload("sync-1k-16", "sync 1 KiB, 16 sending tasks (ACK each)", "sync", 1024, 0, "msg/s", tasks=16),
+        Workload(
+            "sync-1k-16",
+            "sync 1 KiB, 16 sending tasks to an async receiver (ACK each)",
+            "sync",
+            1024,
+            0,
+            "msg/s",
+            tasks=16,
+            async_receiver=True,
+        ),
+        Workload(
+            "fanin-1k-100",
+            "sync 1 KiB from 100 sender nodes in one process (ACK each)",
+            "sync",
+            1024,
+            0,
+            "msg/s",
+            nodes=100,
+        ),
     )
 }
 
@@ -71,7 +93,7 @@ ALL_WORKLOADS: dict[str, Workload] = {**WORKLOADS, **EXTRA_WORKLOADS}
 BENCH_WORKLOADS: dict[str, Workload] = {name: w for name, w in ALL_WORKLOADS.items() if w.mode != "idle"}
 """What ``trio-chirp bench`` can run: rates (idle-1000 measures memory: bench/bench_node.py)."""
 
-STANDARD = ("async-100", "async-1k", "async-64k", "sync-1k", "sync-1k-16", "echo-1k")
+STANDARD = ("async-100", "async-1k", "async-64k", "sync-1k", "sync-1k-16", "fanin-1k-100", "echo-1k")
 """What ``trio-chirp bench`` runs by default, each in plaintext and over TLS."""
 
 

@@ -42,7 +42,8 @@ def add_parser(commands: Any) -> None:
         help="measure the standard workloads between two processes on loopback",
         description=(
             "Run the standard workloads (async one-way 100 B / 1 KiB / 64 KiB, sync 1 KiB with 1 and"
-            " 16 sending tasks, echo 1 KiB), each between two processes on loopback, in plaintext"
+            " 16 sending tasks and from 100 sender nodes, echo 1 KiB), each between two processes on"
+            " loopback with a new Message per send (as applications do), in plaintext"
             " and over TLS, with a live progress display; print messages/s and MB/s, and write JSON"
             " (date, commit, machine) and a PNG chart (matplotlib: pip install 'trio-chirp[bench]')."
             " With --reference-python, the same workloads on libchirp and pyzmq in that interpreter,"
@@ -95,6 +96,11 @@ def add_parser(commands: Any) -> None:
     bench.add_argument("--tls-dir", type=Path, help="make-pki output with receiver.pem and sender.pem")
     bench.add_argument(
         "--no-progress", action="store_true", help="no live display (also off without a terminal)"
+    )
+    bench.add_argument(
+        "--reuse-message",
+        action="store_true",
+        help="send one Message object again and again (faster than applications do it)",
     )
     bench.set_defaults(run=bench_command)
 
