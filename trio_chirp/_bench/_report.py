@@ -19,6 +19,7 @@ from typing import Any
 import trio_chirp
 
 from ._orchestrate import PACKAGE_ROOT
+from ._workloads import ALL_WORKLOADS
 
 IMPLEMENTATIONS = ("trio_chirp", "libchirp", "pyzmq")
 
@@ -95,10 +96,25 @@ def ratio(rows: Sequence[Row], row: Row) -> float | None:
     return ours.rate / row.rate
 
 
+def _rate(rows: Sequence[Row], workload: str | None, transport: str) -> float | None:
+    for row in rows:
+        if (row.implementation, row.workload, row.transport) == ("trio_chirp", workload, transport):
+            return row.rate
+    return None
+
+
+def _times(rate: float | None, other: float | None) -> str:
+    return "-" if rate is None or not other else f"{rate / other:.2f}"
+
+
 def table(rows: Sequence[Row]) -> str:
-    """The summary: one line per workload and transport, the references' columns as ratios."""
+    """The summary: one line per workload and transport, the references' columns as ratios.
+
+    ``x ceiling``: the rate over its raw-Trio baseline's (plaintext, the same run);
+    ``x base``: over the workload it is compared with (``sync-1k``, the same transport).
+    """
     others = [name for name in IMPLEMENTATIONS[1:] if any(r.implementation == name for r in rows)]
-    head = f"| {'workload':<40} | {'transport':<9} | {'msg/s':>10} | {'MB/s':>8} |"
+    head = f"| {'workload':<40} | {'transport':<9} | {'msg/s':>10} | {'MB/s':>8} | x ceiling | x base |"
     for name in others:
         head += f" {name + ' msg/s':>15} | {'ratio':>6} |"
     lines = [head, "|" + "|".join("-" * len(cell) for cell in head.split("|")[1:-1]) + "|"]
@@ -107,7 +123,11 @@ def table(rows: Sequence[Row]) -> str:
             continue
         rate = "-" if row.rate is None else f"{row.rate:,.0f}"
         mb = "-" if row.mb_per_s is None else f"{row.mb_per_s:,.1f}"
+        w = ALL_WORKLOADS.get(row.workload)
+        ceiling = None if w is None else _rate(rows, w.ceiling, "plaintext")
+        base = None if w is None else _rate(rows, w.base, row.transport)
         line = f"| {row.title:<40} | {row.transport:<9} | {rate:>10} | {mb:>8} |"
+        line += f" {_times(row.rate, ceiling):>9} | {_times(row.rate, base):>6} |"
         for name in others:
             theirs = next(
                 (

@@ -33,16 +33,32 @@ class Workload:
     async_receiver: bool = False
     """The receiver is an asynchronous node (a worker: many slots) while the sender is
     synchronous; otherwise both are in the workload's mode."""
+    ceiling: str | None = None
+    """The raw-Trio baseline that bounds it (its rate divided by this one's, in the table)."""
+    base: str | None = None
+    """The workload it is compared with in the same run (one sending task, one sender node)."""
 
 
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
-        Workload("async-1k", "async one-way 1 KiB", "async", 1024, 200_000, "msg/s"),
+        Workload("async-1k", "async one-way 1 KiB", "async", 1024, 200_000, "msg/s", ceiling="raw-stream-1k"),
         Workload("async-100", "async one-way 100 B", "async", 100, 220_000, "msg/s"),
-        Workload("async-64k", "async one-way 64 KiB", "async", 64 * 1024, 40_000, "msg/s"),
-        Workload("sync-1k", "sync 1 KiB (ACK each)", "sync", 1024, 12_000, "msg/s"),
-        Workload("echo-1k", "echo 1 KiB (sync request, async reply)", "echo", 1024, 12_000, "round trips/s"),
+        Workload(
+            "async-64k", "async one-way 64 KiB", "async", 64 * 1024, 40_000, "msg/s", ceiling="raw-stream-64k"
+        ),
+        Workload(
+            "sync-1k", "sync 1 KiB (ACK each)", "sync", 1024, 12_000, "msg/s", ceiling="raw-pingpong-1k"
+        ),
+        Workload(
+            "echo-1k",
+            "echo 1 KiB (sync request, async reply)",
+            "echo",
+            1024,
+            12_000,
+            "round trips/s",
+            ceiling="raw-pingpong-1k",
+        ),
         Workload("idle-1000", "RSS per idle connection", "idle", 16, 40, "KiB/conn"),
         # Baselines without trio_chirp: raw trio SocketStreams moving the same bytes.
         Workload(
@@ -68,22 +84,24 @@ EXTRA_WORKLOADS: dict[str, Workload] = {
     for w in (
         Workload(
             "sync-1k-16",
-            "sync 1 KiB, 16 sending tasks to an async receiver (ACK each)",
+            "sync 1 KiB, 16 tasks to an async receiver",
             "sync",
             1024,
             0,
             "msg/s",
             tasks=16,
             async_receiver=True,
+            base="sync-1k",
         ),
         Workload(
             "fanin-1k-100",
-            "sync 1 KiB from 100 sender nodes in one process (ACK each)",
+            "sync 1 KiB from 100 sender nodes",
             "sync",
             1024,
             0,
             "msg/s",
             nodes=100,
+            base="sync-1k",
         ),
     )
 }
@@ -93,8 +111,19 @@ ALL_WORKLOADS: dict[str, Workload] = {**WORKLOADS, **EXTRA_WORKLOADS}
 BENCH_WORKLOADS: dict[str, Workload] = {name: w for name, w in ALL_WORKLOADS.items() if w.mode != "idle"}
 """What ``trio-chirp bench`` can run: rates (idle-1000 measures memory: bench/bench_node.py)."""
 
-STANDARD = ("async-100", "async-1k", "async-64k", "sync-1k", "sync-1k-16", "fanin-1k-100", "echo-1k")
-"""What ``trio-chirp bench`` runs by default, each in plaintext and over TLS."""
+STANDARD = (
+    "async-100",
+    "async-1k",
+    "async-64k",
+    "sync-1k",
+    "sync-1k-16",
+    "fanin-1k-100",
+    "echo-1k",
+    "raw-pingpong-1k",
+    "raw-stream-64k",
+)
+"""What ``trio-chirp bench`` runs by default, each in plaintext and over TLS (the raw-Trio
+ceilings in plaintext only)."""
 
 
 def megabytes_per_second(workload: Workload, rate: float) -> float:
