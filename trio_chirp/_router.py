@@ -284,30 +284,35 @@ class Router:
     async def _fail(self, msg: Message, reason: str, error: BaseException, hop: str) -> None:
         self._failed[reason] += 1
         source = format_peer(msg.address, msg.port)
+        identity = msg.identity.hex()  # read before fail_message() releases it
         if isinstance(error, RemoteError):  # it failed further on, not here: say where
+            told = await self._requests.fail_message(msg, error, hop)
             self._log.limited(
                 msg.address,
                 f"router: failed at {error.hop}",
                 f"messages that failed downstream ({error.kind})",
-                "message %s from %s failed downstream at %s: %s: %s (passed back)",
-                msg.identity.hex(),
+                "message %s from %s failed downstream at %s: %s: %s (%s)",
+                identity,
                 source,
                 error.hop,
                 error.kind,
                 error.text,
+                "passed back"
+                if told
+                else "not passed back: the producer is not trio_chirp or does not wait for an answer",
                 log=logger,
             )
-        else:
-            self._log.limited(
-                msg.address,
-                f"router: {reason}",
-                f"messages not forwarded ({reason})",
-                "could not forward message %s from %s: %s",
-                msg.identity.hex(),
-                source,
-                error,
-                log=logger,
-            )
+            return
+        self._log.limited(
+            msg.address,
+            f"router: {reason}",
+            f"messages not forwarded ({reason})",
+            "could not forward message %s from %s: %s",
+            identity,
+            source,
+            error,
+            log=logger,
+        )
         await self._requests.fail_message(msg, error, hop)
 
     # --- responses --------------------------------------------------------------------
