@@ -261,3 +261,36 @@ async def test_closing_waits_for_the_acks_of_every_message_in_flight(autojump_cl
             await a.aclose()
             assert trio.current_time() - start == pytest.approx(3.0)
         assert senders.outcomes == dict.fromkeys(names(3), "ok")
+
+
+async def test_pipelined_messages_stay_within_the_receivers_memory_bound(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Three sender nodes, 16 tasks each, to a receiver with a budget of 4 that holds all it gets.
+
+    Every pipelined message takes a slot before its payload is read, so the receiver holds
+    exactly ``max_unreleased + connections`` (docs/memory.md) and the rest wait on the
+    senders' side; once it releases, every send completes.
+    """
+    net = MemoryNetwork()
+    senders_ips = ["10.0.1.1", "10.0.1.2", "10.0.1.3"]
+    async with (
+        node(net, B, synchronous=False, max_unreleased=4) as b,
+        trio.open_nursery() as nursery,
+        node(net, senders_ips[0]) as s1,
+        node(net, senders_ips[1]) as s2,
+        node(net, senders_ips[2]) as s3,
+    ):
+        groups = [Senders(s, nursery) for s in (s1, s2, s3)]
+        for group in groups:
+            await group.start(*names(16))
+        stats = b.statistics()
+        # Within the budget plus each connection's first slot; the budget is used up.
+        assert 4 <= stats.unreleased <= 4 + 3
+        assert sum(g.chirp.statistics().in_flight for g in groups) == 3 * 16  # all written
+        for _ in range(48):
+            message = await b.receive()
+            assert b.statistics().unreleased <= 4 + 3
+            message.release()
+        await trio.testing.wait_all_tasks_blocked()
+        assert [g.outcomes for g in groups] == [dict.fromkeys(names(16), "ok")] * 3
