@@ -16,6 +16,7 @@ from typing import Final
 import trio
 
 from .._address import RemoteKey, destination_of
+from .._deadline import effective_deadline
 from .._errors import ChirpError, MessageInUseError, ShutdownError
 from .._header import ChirpMeta
 from .._message import Message, SendOptions, in_use, set_in_use
@@ -115,7 +116,7 @@ class Sender:
         ``config.timeout``); ``config.timeout`` alone adds nothing to the wire.
         """
         deadline = timeout_at
-        caller = trio.current_effective_deadline()
+        caller = effective_deadline()  # trio.current_effective_deadline(), cheaper
         travel: float | None = None
         if caller != math.inf:
             deadline = min(caller, timeout_at)
