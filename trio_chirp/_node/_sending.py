@@ -71,6 +71,7 @@ class Sender:
         self._plaintext_only = not encryption.can_serve_tls
         self._pacer = pacer
         self._header_map = config.header_map
+        self._clock = trio.lowlevel.current_clock().current_time  # trio.current_time(), one call less
         self.send_errors: Counter[str] = Counter()
 
     async def send(self, message: Message, synchronous: bool | None, options: SendOptions | None) -> None:
@@ -109,7 +110,7 @@ class Sender:
                 raise MessageInUseError(f"{message!r} is already being sent")
             config = self._config
             sync = config.synchronous if synchronous is None else synchronous
-            timeout_at = trio.current_time() + config.timeout
+            timeout_at = self._clock() + config.timeout
             out = self._outgoing(message, sync, timeout_at, options)
             remote = self._remotes.get(key)
             if remote.connect_error is not None and remote.current is None:
