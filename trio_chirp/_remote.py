@@ -243,7 +243,7 @@ class Remote(Generic[L]):
             if self.queued or self.control:
                 if urgent and current.writer_idle:
                     current.write_now()
-                else:
+                elif self.writer_lot:  # asking an empty lot costs two calls per message
                     self.writer_lot.unpark_all()
         elif not self.blocked and not self.connecting and not self.closed and (self.queued or self.control):
             self._on_needs_connection(self)
