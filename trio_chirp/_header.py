@@ -173,15 +173,20 @@ def _clean(text: str, limit: int) -> str:
     return text
 
 
-def encode(meta: ChirpMeta) -> bytes:
+def encode(meta: ChirpMeta, remaining: float | None = None) -> bytes:
     """Our header map for ``meta``: marker first, absent fields (and ``hops == 0``) omitted.
+
+    ``remaining``, when given, is sent instead of ``meta.remaining``: the writer stamps
+    every frame with its own, and a new ``ChirpMeta`` per frame (``dataclasses.replace``)
+    cost more than the rest of the map.
 
     Values a reader would refuse are fixed where that is meaningful (``remaining`` is
     clamped into 0..1e7, ``+inf`` sends no deadline; error strings are truncated) and
     refused with ``ValueError``/``TypeError`` where it is a caller's bug (NaN, hops out
     of 0..255, a bad destination). The result is always accepted by :func:`split`.
     """
-    remaining = meta.remaining
+    if remaining is None:
+        remaining = meta.remaining
     hops = meta.hops
     if remaining is not None:
         if (
@@ -220,21 +225,24 @@ def encode(meta: ChirpMeta) -> bytes:
     return msgpack.packb(fields, use_bin_type=True, use_single_float=False)
 
 
-def add_to_header(user_header: bytes, meta: ChirpMeta) -> bytes | None:
+def add_to_header(user_header: bytes, meta: ChirpMeta, remaining: float | None = None) -> bytes | None:
     """The header to send so that ``meta`` travels, or ``None`` when it cannot.
 
+    ``remaining``, when given, stands for ``meta.remaining`` (see :func:`encode`).
     Empty header: our map. Already our (valid) map, e.g. a router forwarding a received
     message: merged, the fields ``meta`` sets winning (``hops`` counts as set when
     non-zero). Anything else belongs to the application and is never altered: ``None``
     tells the caller to send it as it is, without metadata.
     """
     if not user_header:
-        return encode(meta)
+        return encode(meta, remaining)
     app_header, old, _malformed = split(user_header)
     if old is None or app_header:
         return None
+    if remaining is None:
+        remaining = meta.remaining
     merged = ChirpMeta(
-        remaining=old.remaining if meta.remaining is None else meta.remaining,
+        remaining=old.remaining if remaining is None else remaining,
         hops=meta.hops or old.hops,
         destination=old.destination if meta.destination is None else meta.destination,
         error=old.error if meta.error is None else meta.error,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Final, Generic, Protocol, TypeVar
 
 import trio
@@ -341,10 +340,9 @@ class Remote(Generic[L]):
             header, data = out.header, out.data
             meta = out.meta
             if meta is not None:
-                if out.travel is not None:
-                    # Stamped now, as the frame is serialized (a relative duration).
-                    meta = replace(meta, remaining=max(0.0, out.travel - now))
-                mapped = add_to_header(header, meta)
+                # A travelling deadline is stamped now, as the frame is serialized (a relative duration).
+                remaining = None if out.travel is None else max(0.0, out.travel - now)
+                mapped = add_to_header(header, meta, remaining)
                 if mapped is not None:
                     header = mapped
             if len(header) + len(data) > self.peer_max_msg_size:
