@@ -83,7 +83,7 @@ class SlotPool:
         budget = self._budget
         while not self._can_take(cost):
             with trio.move_on_after(PROBE_INTERVAL if is_broken is not None else math.inf):
-                await budget.lot.park()
+                await budget.wait()
             if is_broken is not None and is_broken():
                 raise ConnectionLostError("the peer reset the connection while its reader waited for a slot")
         self._take(cost)
@@ -108,5 +108,5 @@ class SlotPool:
         budget = self._budget
         budget.count -= 1
         budget.size -= cost
-        if budget.lot:
-            budget.lot.unpark_all()  # each waiting reader re-checks its own condition
+        if budget.waiting:
+            budget.wake_all()

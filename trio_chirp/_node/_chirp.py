@@ -217,7 +217,7 @@ class Chirp(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return message
         while not inbox.closed:
-            await inbox.lot.park()
+            await inbox.wait()
             message = inbox.take_nowait()
             if message is not None:
                 return message
