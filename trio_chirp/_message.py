@@ -146,8 +146,9 @@ class Message:
         port: int | None = None,
         destination: tuple[str, int] | None = None,
     ) -> None:
-        self._data = _as_bytes("data", data)
-        self._header = _as_bytes("header", header)
+        # bytes as they are without a call (the common case: this runs for every new message)
+        self._data = data if type(data) is bytes else _as_bytes("data", data)
+        self._header = header if type(header) is bytes else _as_bytes("header", header)
         self.address: str = "" if address is None else address
         """The peer's IP literal (received: the sender's; to send: the receiver's); "" if not set."""
         self.port: int = 0 if port is None else port
