@@ -32,7 +32,16 @@ from ._protocol import IDENTITY_SIZE
 if TYPE_CHECKING:
     from ._header import ChirpMeta
 
-__all__ = ["Message", "SendOptions", "cost_of", "in_use", "meta_of", "received_message", "set_in_use"]
+__all__ = [
+    "Message",
+    "SendOptions",
+    "cost_of",
+    "in_use",
+    "meta_of",
+    "payload_of",
+    "received_message",
+    "set_in_use",
+]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -287,6 +296,10 @@ An ``attrgetter``: read once per received message, so no Python frame."""
 
 cost_of: Callable[[Message], int] = operator.attrgetter("_cost")
 """The bytes a received message counts for in the node's budget until it is released."""
+
+
+payload_of: Callable[[Message], tuple[bytes, bytes]] = operator.attrgetter("_header", "_data")
+"""``(message.header, message.data)`` without the properties' two Python frames (read on every send)."""
 
 
 in_use: Callable[[Message], bool] = operator.attrgetter("_in_use")

@@ -19,8 +19,9 @@ from .._address import RemoteKey, destination_of
 from .._deadline import effective_deadline
 from .._errors import ChirpError, MessageInUseError, ShutdownError
 from .._header import ChirpMeta
-from .._message import Message, SendOptions, in_use, set_in_use
+from .._message import Message, SendOptions, in_use, payload_of, set_in_use
 from .._protocol import check_frame_lengths
+from .._protocol.constants import MAX_DATA_LEN, MAX_HEADER_LEN
 from .._remote import Outgoing, OutgoingState, too_large_error
 from ._encryption import Encryption
 from ._remotes import NodeRemote, RemoteTable, copy_error
@@ -71,6 +72,7 @@ class Sender:
         self._state = state
         self._config = config = state.config
         self._remotes = remotes
+        self._find = remotes.find
         self._encryption = encryption
         self._plaintext_only = not encryption.can_serve_tls
         self._pacer = pacer
@@ -106,8 +108,10 @@ class Sender:
             if state.closing:
                 raise ShutdownError(f"{state} is closed")
             key = destination_of(message.address, message.port)
-            header_len, data_len = len(message.header), len(message.data)
-            check_frame_lengths(header_len, data_len)
+            header, data = payload_of(message)
+            header_len, data_len = len(header), len(data)
+            if header_len > MAX_HEADER_LEN or data_len > MAX_DATA_LEN:
+                check_frame_lengths(header_len, data_len)  # raises, saying which
             if self._plaintext_only and self._encryption.needs_tls(key[0]):
                 raise self._encryption.missing_tls_error(key[0])
             if in_use(message):
@@ -116,7 +120,9 @@ class Sender:
             sync = config.synchronous if synchronous is None else synchronous
             timeout_at = self._clock() + config.timeout
             out = self._outgoing(message, sync, timeout_at, options)
-            remote = self._remotes.get(key)
+            remote = self._find(key)
+            if remote is None:
+                remote = self._remotes.get(key)
             if remote.connect_error is not None and remote.current is None:
                 raise copy_error(remote.connect_error)
             if header_len + data_len > remote.peer_max_msg_size:
