@@ -588,3 +588,13 @@ def test_a_remaining_given_apart_encodes_as_if_it_were_the_metas() -> None:
             forwarded = encode(ChirpMeta(remaining=60.0, hops=1))  # a router's received map
             assert add_to_header(forwarded, meta, remaining) == add_to_header(forwarded, stamped)
         assert encode(meta, None) == encode(meta)
+
+
+def test_a_received_deadline_alone_is_an_ordinary_frozen_meta() -> None:
+    # split() builds it through the slots' descriptors, not ChirpMeta(dl): same object.
+    _, meta, malformed = split(encode(ChirpMeta(remaining=2.5)))
+    assert not malformed
+    assert type(meta) is ChirpMeta
+    assert (meta, hash(meta), repr(meta)) == (ChirpMeta(2.5), hash(ChirpMeta(2.5)), repr(ChirpMeta(2.5)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        meta.hops = 1  # type: ignore[misc]
