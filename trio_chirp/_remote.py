@@ -26,7 +26,7 @@ import trio
 from ._address import RemoteKey, format_peer
 from ._errors import ChirpError, ChirpTimeoutError, ConnectionLostError, MessageTooLargeError, ShutdownError
 from ._header import ChirpMeta, add_to_header
-from ._message import Message
+from ._message import Message, payload_of
 from ._protocol import FRAME_HEAD_SIZE, TYPE_ACK, TYPE_NOOP, TYPE_REQ_ACK, ZERO_IDENTITY, pack_frame_head
 from ._protocol.constants import MAX_SERIAL
 
@@ -103,8 +103,7 @@ class Outgoing:
         self.message = message
         # Captured now: the caller may mutate the message once send() returned.
         self.identity = message.identity
-        self.header = message.header
-        self.data = message.data
+        self.header, self.data = payload_of(message)  # the properties' values, without their frames
         self.synchronous = synchronous
         self.deadline = deadline
         self.travel = travel
@@ -203,7 +202,8 @@ class Remote(Generic[L]):
 
     def enqueue(self, out: Outgoing) -> None:
         """Append an accepted message; the caller has checked for room."""
-        self._maybe_probe()
+        if not self._noop_pending and self._clock() - self.last_activity > self._noop_threshold:
+            self._probe()  # _maybe_probe() written out: this runs for every send
         out.state = OutgoingState.QUEUED
         if out.overtakes and not out.synchronous:
             # A response (plain or error) answers a message the peer is waiting on; it asks
@@ -227,8 +227,11 @@ class Remote(Generic[L]):
     def _maybe_probe(self) -> None:
         """Put a NOOP first when idle long enough that the peer may be collecting us (7.2)."""
         if not self._noop_pending and self._clock() - self.last_activity > self._noop_threshold:
-            self._noop_pending = True
-            self.control.append(ZERO_IDENTITY)
+            self._probe()
+
+    def _probe(self) -> None:
+        self._noop_pending = True
+        self.control.append(ZERO_IDENTITY)
 
     def kick(self, *, urgent: bool = False) -> None:
         """Something changed: wake the writer, or ask the node for a connection.

@@ -72,7 +72,8 @@ class FrameHead:
     @property
     def requests_ack(self) -> bool:
         """A data message whose sender waits for our ACK."""
-        return self.is_message and bool(self.type & TYPE_REQ_ACK)
+        type_ = self.type  # is_message written out: read for every received message
+        return not type_ & (TYPE_NOOP | TYPE_ACK) and bool(type_ & TYPE_REQ_ACK)
 
 
 @final
