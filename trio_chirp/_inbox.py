@@ -112,7 +112,7 @@ class Inbox:
     """Delivered messages by source (a connection, or ``LEFTOVERS``), taken round-robin."""
 
     def __init__(self) -> None:
-        self._queues: dict[object, deque[Message]] = {}  # by source until retired, maybe empty
+        self._queues: dict[object, deque[Message]] = {}
         self._ring: deque[object] = deque()  # sources with messages, in serving order
         self._count = 0
         self.lot = trio.lowlevel.ParkingLot()  # receive() waits here
@@ -159,15 +159,15 @@ class Inbox:
         message = queue.popleft()
         if queue:
             ring.append(source)  # its next message waits for everyone else's turn
-        # An emptied queue stays until its source is retired: a connection delivering one
-        # message at a time would otherwise make and drop a deque per message.
+        else:
+            del self._queues[source]
         self._count -= 1
         return message
 
     def retire(self, source: object, keep: Callable[[Message], bool]) -> list[Message]:
         """``source`` closed: what ``keep`` accepts becomes leftovers; the rest is returned."""
         queue = self._queues.pop(source, None)
-        if not queue:
+        if queue is None:
             return []
         self._ring.remove(source)
         dropped: list[Message] = []
