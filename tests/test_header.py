@@ -8,6 +8,7 @@ headers covers each way a map carrying the marker can be malformed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 import tracemalloc
@@ -568,3 +569,32 @@ def test_a_deadline_with_a_destination_keeps_both() -> None:
     meta = ChirpMeta(1.5, destination=("10.0.0.9", 2998))
     assert split(encode(meta)) == (b"", meta, False)
     assert len(encode(meta)) > len(encode(ChirpMeta(1.5)))  # not the deadline-only fast path
+
+
+def test_a_remaining_given_apart_encodes_as_if_it_were_the_metas() -> None:
+    # The writer stamps each frame's remaining time without a new ChirpMeta per frame.
+    metas = [
+        ChirpMeta(),
+        ChirpMeta(remaining=9.0),
+        ChirpMeta(hops=2, destination=("10.0.0.7", 2998)),
+        ChirpMeta(request=True),
+        ChirpMeta(error=ErrorInfo("timeout", "late", "10.0.0.1:1")),
+    ]
+    for meta in metas:
+        for remaining in (0.0, 0.25, 3.5, MAX_REMAINING + 1):
+            stamped = dataclasses.replace(meta, remaining=remaining)
+            assert encode(meta, remaining) == encode(stamped)
+            assert add_to_header(b"", meta, remaining) == add_to_header(b"", stamped)
+            forwarded = encode(ChirpMeta(remaining=60.0, hops=1))  # a router's received map
+            assert add_to_header(forwarded, meta, remaining) == add_to_header(forwarded, stamped)
+        assert encode(meta, None) == encode(meta)
+
+
+def test_a_received_deadline_alone_is_an_ordinary_frozen_meta() -> None:
+    # split() builds it through the slots' descriptors, not ChirpMeta(dl): same object.
+    _, meta, malformed = split(encode(ChirpMeta(remaining=2.5)))
+    assert not malformed
+    assert type(meta) is ChirpMeta
+    assert (meta, hash(meta), repr(meta)) == (ChirpMeta(2.5), hash(ChirpMeta(2.5)), repr(ChirpMeta(2.5)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        meta.hops = 1  # type: ignore[misc]

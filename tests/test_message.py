@@ -4,6 +4,8 @@ the ResourceWarning for a received message that is garbage-collected unreleased.
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
 import sys
 import warnings
 import weakref
@@ -11,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from trio_chirp import Message
+from trio_chirp import Message, _message
 
 Calls = list[tuple[Message, bool]]
 
@@ -99,6 +101,60 @@ def test_identity_is_16_random_bytes() -> None:
     # every byte position varies (catches e.g. a counter or a truncated random source)
     for position in range(16):
         assert len({i[position] for i in identities}) > 100
+
+
+def test_identities_stay_unique_across_many_batches() -> None:
+    count = 10 * _message.IDENTITY_BATCH + 7  # crosses refills, not on a batch boundary
+    identities = [Message().identity for _ in range(count)]
+    assert len(set(identities)) == count
+    assert all(type(i) is bytes and len(i) == 16 for i in identities)
+
+
+def test_identities_come_from_os_urandom_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = os.urandom
+
+    def counting(n: int) -> bytes:
+        calls.append(n)
+        return real(n)
+
+    monkeypatch.setattr(_message.os, "urandom", counting)
+    _message._identities.clear()  # start from an empty pool
+    for _ in range(2 * _message.IDENTITY_BATCH + 1):
+        Message()
+    assert calls == [16 * _message.IDENTITY_BATCH] * 3
+
+
+_FORK_CHILD = """
+import os, sys
+from trio_chirp import Message
+
+Message()  # the parent has a pool of identities drawn, as any running node has
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write, b"".join(Message().identity for _ in range(50)))
+    os._exit(0)
+os.close(write)
+child = b""
+while chunk := os.read(read, 4096):
+    child += chunk
+os.waitpid(pid, 0)
+parent = [Message().identity for _ in range(50)]
+child_ids = [child[i : i + 16] for i in range(0, len(child), 16)]
+assert len(child_ids) == 50, len(child)
+print(len(set(parent) & set(child_ids)))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_draws_identities_of_its_own() -> None:
+    # Without the at-fork hook the child would hand out the parent's next identities:
+    # two nodes' messages with the same identity would match each other's ACKs.
+    result = subprocess.run(
+        [sys.executable, "-c", _FORK_CHILD], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "0"
 
 
 # --- release -----------------------------------------------------------------------------------

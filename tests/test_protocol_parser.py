@@ -9,6 +9,7 @@ front (tracemalloc).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import struct
@@ -665,3 +666,20 @@ def test_a_frame_head_refuses_an_identity_of_the_wrong_size_or_type(
         encode_frame_head(identity, 1, 0, 0, 0)  # type: ignore[arg-type]
     with pytest.raises(error, match="identity must be"):
         encode_ack(identity, 1)  # type: ignore[arg-type]
+
+
+def test_the_parsers_fast_constructors_make_the_same_frozen_records() -> None:
+    from trio_chirp._protocol.events import make_data_frame, make_frame_head
+
+    args = (b"I" * 16, 7, 1024, 17, TYPE_REQ_ACK)
+    fast, slow = make_frame_head(*args), FrameHead(*args)
+    assert type(fast) is FrameHead
+    assert (fast, hash(fast), repr(fast)) == (slow, hash(slow), repr(slow))
+    assert (fast.is_message, fast.requests_ack) == (True, True)
+    frame, expected = make_data_frame(fast, b"h", b"d"), DataFrame(slow, b"h", b"d")
+    assert type(frame) is DataFrame
+    assert (frame, repr(frame)) == (expected, repr(expected))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.serial = 8  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        frame.data = b"x"  # type: ignore[misc]

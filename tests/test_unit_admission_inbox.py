@@ -234,3 +234,21 @@ def test_len_counts_every_source(count: int) -> None:
     for i in range(count):
         inbox.put(i, _msg(str(i)))
     assert len(inbox) == count
+
+
+def test_a_source_whose_messages_were_all_taken_retires_cleanly() -> None:
+    # take_nowait() keeps an emptied queue until its source is retired (no deque per
+    # message); retiring it must not touch the ring nor turn anything into leftovers.
+    inbox = Inbox()
+    emptied, busy = object(), object()
+    inbox.put(emptied, _msg("a"))
+    inbox.put(busy, _msg("b1"))
+    inbox.put(busy, _msg("b2"))
+    taken = inbox.take_nowait()
+    assert taken is not None
+    assert taken.data == b"a"
+    assert inbox.retire(emptied, lambda m: True) == []
+    assert emptied not in inbox._queues
+    assert (len(inbox), inbox.leftovers) == (2, 0)
+    rest = [inbox.take_nowait(), inbox.take_nowait(), inbox.take_nowait()]
+    assert [m.data if m is not None else None for m in rest] == [b"b1", b"b2", None]

@@ -92,7 +92,7 @@ async def test_giving_room_back_wakes_every_waiting_reader() -> None:
     woken: list[int] = []
 
     async def reader(i: int) -> None:
-        await budget.lot.park()
+        await budget.wait()
         woken.append(i)
 
     async with trio.open_nursery() as nursery:
@@ -122,7 +122,7 @@ async def test_a_put_wakes_one_waiting_receiver_and_close_wakes_them_all() -> No
     woken: list[int] = []
 
     async def receiver(i: int) -> None:
-        await inbox.lot.park()
+        await inbox.wait()
         woken.append(i)
 
     async with trio.open_nursery() as nursery:
@@ -162,3 +162,48 @@ def test_close_forgets_the_leftovers_too() -> None:
     assert [m.data for m in inbox.close()] == [b"y"]
     assert inbox.leftovers == 0
     assert inbox.drop_oldest_leftover() is None
+
+
+async def test_the_waiting_counts_stay_equal_to_the_tasks_parked() -> None:
+    # put() and a slot's release test a counter instead of the lot (a Python call): it
+    # must follow wakes, cancellations and close exactly, or a waiter would be missed.
+    inbox = Inbox()
+    budget = Budget(max_count=1, max_bytes=100, connections=1, max_msg_size=10)
+
+    def parked(lot: trio.lowlevel.ParkingLot) -> int:
+        return lot.statistics().tasks_waiting
+
+    async with trio.open_nursery() as nursery:
+        scopes = [trio.CancelScope() for _ in range(3)]
+
+        async def receiver(scope: trio.CancelScope) -> None:
+            with scope:
+                await inbox.wait()
+
+        async def reader(scope: trio.CancelScope) -> None:
+            with scope:
+                await budget.wait()
+
+        for scope in scopes:
+            nursery.start_soon(receiver, scope)
+        budget_scopes = [trio.CancelScope() for _ in range(2)]
+        for scope in budget_scopes:
+            nursery.start_soon(reader, scope)
+        await trio.testing.wait_all_tasks_blocked()
+        assert (inbox.waiting, budget.waiting) == (3, 2)
+        inbox.put(object(), _msg("a"))
+        inbox.put(object(), _msg("b"))  # before the first woken one ran: wakes another
+        assert inbox.waiting == parked(inbox.lot) == 1
+        await trio.testing.wait_all_tasks_blocked()
+        budget_scopes[0].cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert budget.waiting == parked(budget.lot) == 1
+        budget.take(10)
+        budget.give(10)
+        assert budget.waiting == parked(budget.lot) == 0
+        for scope in scopes:
+            scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert inbox.waiting == parked(inbox.lot) == 0
+    inbox.close()
+    assert inbox.waiting == 0

@@ -64,3 +64,25 @@ async def test_a_waiting_reader_probes_its_stream_every_probe_interval(
         await slots.acquire(10, is_broken)
     assert probes == [pytest.approx(1.0), pytest.approx(2.0), pytest.approx(3.0)]
     assert slots.in_use == 1
+
+
+def test_the_readers_fast_take_follows_the_same_rules_as_acquire() -> None:
+    # try_take() writes out _can_take() and _take() (acquire's rules) for speed: every
+    # state near the limits must get the same answer and leave the same counts.
+    for size in (1, 2, 3):
+        for in_use in range(size + 1):
+            for count in (0, 3, 4, 5, 6):
+                for used in (0, 500, 900, 1000, 1100):
+                    for cost in (0, 1, 100):
+                        budget = Budget(max_count=5, max_bytes=1000, connections=1, max_msg_size=100)
+                        slots = SlotPool(size, budget)
+                        slots.in_use, budget.count, budget.size = in_use, count, used
+                        expected = slots._can_take(cost)
+                        assert slots.try_take(cost) is expected
+                        grown = int(expected)
+                        assert (slots.in_use, budget.count, budget.size) == (
+                            in_use + grown,
+                            count + grown,
+                            used + cost * grown,
+                        )
+                        assert slots.peak == (in_use + 1 if expected else 0)

@@ -701,3 +701,12 @@ def test_an_allow_list_given_as_one_string_says_so() -> None:
 
     with pytest.raises(TypeError, match=r"a list of entries, not one entry: allow=\['10.0.0.0/8'\]"):
         AllowList("10.0.0.0/8")
+
+
+async def test_a_header_longer_than_the_wire_allows_is_refused_before_anything_is_queued(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with node(MemoryNetwork(), A, synchronous=False) as sender:
+        with pytest.raises(ValueError, match=r"header is 65536 bytes; the wire format allows at most 65535"):
+            await sender.send(Message(b"x", header=b"h" * 65536, address=B, port=PORT))
+        assert sender.statistics().remotes == ()  # refused before a remote was made for it

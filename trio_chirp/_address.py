@@ -58,8 +58,16 @@ def normalize_address(address: object) -> str:
 
 
 def destination_of(address: object, port: object) -> RemoteKey:
-    """The remote key a message to ``address``/``port`` goes to (``ValueError`` naming what is wrong)."""
-    normal = normalize_address(address)
+    """The remote key a message to ``address``/``port`` goes to (``ValueError`` naming what is wrong).
+
+    Runs for every send: a cached ``str`` address and a plain ``int`` port are taken
+    without a further call; anything else goes the whole way.
+    """
+    normal = _address_cache.get(address) if type(address) is str else None
+    if normal is None:
+        normal = normalize_address(address)
+    if type(port) is int and 1 <= port <= 65535:
+        return normal, port
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValueError(f"message port must be in 1..65535, got {port!r}")
     return normal, port

@@ -41,7 +41,16 @@ LEFTOVERS: Final = _Leftovers()
 class Budget:
     """Received, unreleased messages of the whole node: how many, how many bytes."""
 
-    __slots__ = ("count", "first_max_bytes", "first_max_count", "lot", "max_bytes", "max_count", "size")
+    __slots__ = (
+        "count",
+        "first_max_bytes",
+        "first_max_count",
+        "lot",
+        "max_bytes",
+        "max_count",
+        "size",
+        "waiting",
+    )
 
     def __init__(self, max_count: int, max_bytes: int, connections: int, max_msg_size: int) -> None:
         self.max_count = max_count
@@ -56,6 +65,10 @@ class Budget:
         self.count = 0
         self.size = 0
         self.lot = trio.lowlevel.ParkingLot()  # readers waiting for room
+        self.waiting = 0
+        """How many readers are parked in ``lot``: kept equal to its length by ``wait`` and
+        the wakers, because asking the lot itself is a Python call (``ParkingLot.__bool__``)
+        and every release asks."""
 
     def fits(self, size: int) -> bool:
         """Room for a connection's second or later slot."""
@@ -77,8 +90,22 @@ class Budget:
     def give(self, size: int) -> None:
         self.count -= 1
         self.size -= size
-        if self.lot:
-            self.lot.unpark_all()  # each waiting reader re-checks its own condition
+        if self.waiting:
+            self.wake_all()
+
+    def wake_all(self) -> None:
+        """Every waiting reader re-checks its own condition."""
+        self.waiting = 0
+        self.lot.unpark_all()
+
+    async def wait(self) -> None:
+        """Park until something is given back (``give``, or a slot's release)."""
+        self.waiting += 1
+        try:
+            await self.lot.park()
+        except BaseException:
+            self.waiting -= 1  # cancelled while parked, so no waker counted it out
+            raise
 
 
 class Inbox:
@@ -89,6 +116,9 @@ class Inbox:
         self._ring: deque[object] = deque()  # sources with messages, in serving order
         self._count = 0
         self.lot = trio.lowlevel.ParkingLot()  # receive() waits here
+        self.waiting = 0
+        """How many tasks are parked in ``lot``: kept equal to its length by ``wait`` and the
+        wakers, so ``put`` need not ask the lot (a Python call)."""
         self.closed = False
 
     def __len__(self) -> int:
@@ -107,8 +137,18 @@ class Inbox:
             self._ring.append(source)
         queue.append(message)
         self._count += 1
-        if self.lot:
+        if self.waiting:
+            self.waiting -= 1
             self.lot.unpark()
+
+    async def wait(self) -> None:
+        """Park until a message is put (or the inbox closes)."""
+        self.waiting += 1
+        try:
+            await self.lot.park()
+        except BaseException:
+            self.waiting -= 1  # cancelled while parked, so no waker counted it out
+            raise
 
     def take_nowait(self) -> Message | None:
         ring = self._ring
@@ -158,5 +198,6 @@ class Inbox:
         self._queues.clear()
         self._ring.clear()
         self._count = 0
+        self.waiting = 0
         self.lot.unpark_all()
         return waiting

@@ -20,7 +20,6 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Final, Generic, Protocol, TypeVar
 
 import trio
@@ -28,7 +27,7 @@ import trio
 from ._address import RemoteKey, format_peer
 from ._errors import ChirpError, ChirpTimeoutError, ConnectionLostError, MessageTooLargeError, ShutdownError
 from ._header import ChirpMeta, add_to_header
-from ._message import Message
+from ._message import Message, payload_of
 from ._protocol import FRAME_HEAD_SIZE, TYPE_ACK, TYPE_NOOP, TYPE_REQ_ACK, ZERO_IDENTITY, pack_frame_head
 from ._protocol.constants import MAX_SERIAL
 
@@ -121,8 +120,7 @@ class Outgoing:
         self.message = message
         # Captured now: the caller may mutate the message once send() returned.
         self.identity = message.identity
-        self.header = message.header
-        self.data = message.data
+        self.header, self.data = payload_of(message)  # the properties' values, without their frames
         self.synchronous = synchronous
         self.deadline = deadline
         self.travel = travel
@@ -190,7 +188,8 @@ class Remote(Generic[L]):
         announces itself as trio_chirp with its receive slots (docs/protocol.md, section 12)."""
         self.current: L | None = None
         self.old: set[L] = set()
-        self.last_activity = trio.current_time()
+        self._clock = trio.lowlevel.current_clock().current_time  # trio.current_time(), one call less
+        self.last_activity = self._clock()
         self.blocked = False
         self.connecting = False
         self.closed = False
@@ -226,7 +225,8 @@ class Remote(Generic[L]):
 
     def enqueue(self, out: Outgoing) -> None:
         """Append an accepted message; the caller has checked for room."""
-        self._maybe_probe()
+        if not self._noop_pending and self._clock() - self.last_activity > self._noop_threshold:
+            self._probe()  # _maybe_probe() written out: this runs for every send
         out.state = OutgoingState.QUEUED
         if out.overtakes and not out.synchronous:
             # A response (plain or error) answers a message the peer is waiting on; it asks
@@ -249,9 +249,12 @@ class Remote(Generic[L]):
 
     def _maybe_probe(self) -> None:
         """Put a NOOP first when idle long enough that the peer may be collecting us (7.2)."""
-        if not self._noop_pending and trio.current_time() - self.last_activity > self._noop_threshold:
-            self._noop_pending = True
-            self.control.append(ZERO_IDENTITY)
+        if not self._noop_pending and self._clock() - self.last_activity > self._noop_threshold:
+            self._probe()
+
+    def _probe(self) -> None:
+        self._noop_pending = True
+        self.control.append(ZERO_IDENTITY)
 
     def kick(self, *, urgent: bool = False) -> None:
         """Something changed: wake the writer, or ask the node for a connection.
@@ -265,7 +268,7 @@ class Remote(Generic[L]):
             if self.queued or self.control:
                 if urgent and current.writer_idle:
                     current.write_now()
-                else:
+                elif self.writer_lot:  # asking an empty lot costs two calls per message
                     self.writer_lot.unpark_all()
         elif not self.blocked and not self.connecting and not self.closed and (self.queued or self.control):
             self._on_needs_connection(self)
@@ -375,10 +378,9 @@ class Remote(Generic[L]):
             header, data = out.header, out.data
             meta = out.meta
             if meta is not None:
-                if out.travel is not None:
-                    # Stamped now, as the frame is serialized (a relative duration).
-                    meta = replace(meta, remaining=max(0.0, out.travel - now))
-                mapped = add_to_header(header, meta)
+                # A travelling deadline is stamped now, as the frame is serialized (a relative duration).
+                remaining = None if out.travel is None else max(0.0, out.travel - now)
+                mapped = add_to_header(header, meta, remaining)
                 if mapped is not None:
                     header = mapped
             if len(header) + len(data) > self.peer_max_msg_size:

@@ -60,6 +60,8 @@ class RemoteTable:
         self._log = log
         self._start_soon = start_soon
         self._remotes: dict[RemoteKey, NodeRemote] = {}
+        self.find: Callable[[RemoteKey], NodeRemote | None] = self._remotes.get
+        """The remote for a key, or None: the dict's own ``get`` (every send looks one up)."""
         self._blocked: set[NodeRemote] = set()
         self._debouncing = False
         self._dial: Dial | None = None
@@ -75,9 +77,6 @@ class RemoteTable:
 
     def items(self) -> Iterator[tuple[RemoteKey, NodeRemote]]:
         return iter(self._remotes.items())
-
-    def find(self, key: RemoteKey) -> NodeRemote | None:
-        return self._remotes.get(key)
 
     def get(self, key: RemoteKey) -> NodeRemote:
         """The remote for ``key``, made (with a random initial serial) if there is none."""

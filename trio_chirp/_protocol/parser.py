@@ -34,7 +34,16 @@ from .constants import (
     TYPE_NOOP,
     TYPE_REQ_ACK,
 )
-from .events import NEED_DATA, DataFrame, FrameHead, Handshake, NeedData, OversizedFrame
+from .events import (
+    NEED_DATA,
+    DataFrame,
+    FrameHead,
+    Handshake,
+    NeedData,
+    OversizedFrame,
+    make_data_frame,
+    make_frame_head,
+)
 
 __all__ = ["Event", "FrameParser"]
 
@@ -138,7 +147,7 @@ class FrameParser:
                 if raw is None:
                     return NEED_DATA
                 fields = _unpack_head(raw)
-            return self._on_head(FrameHead(*fields))
+            return self._on_head(make_frame_head(*fields))
         if state == _PAUSED:
             head = self._head
             assert head is not None
@@ -151,7 +160,7 @@ class FrameParser:
                 self._pos = end
                 self._state = _HEAD
                 self._head = None
-                return DataFrame(head, chunk[pos:mid], chunk[mid:end])
+                return make_data_frame(head, chunk[pos:mid], chunk[mid:end])
             self._state = state = _HEADER
         if state == _HEADER:
             head = self._head
@@ -171,7 +180,7 @@ class FrameParser:
             self._state = _HEAD
             self._head = None
             header, self._header = self._header, _EMPTY
-            return DataFrame(head, header, data)
+            return make_data_frame(head, header, data)
         if state == _SKIP:
             chunk, pos = self._chunk, self._pos
             dropped = min(len(chunk) - pos, self._skip_left)
