@@ -569,6 +569,5 @@ class Connection:
             self._ack_deadline = deadline
             self._arm(deadline)
 
-    def ack_settled(self, more_awaited: bool) -> None:
-        # Moved later only: the timer wakes at the old deadline, finds nothing due, sleeps on.
+    def ack_settled(self, more_awaited: bool) -> None:  # moved later only: see _timer
         self._ack_deadline = trio.current_time() + self.config.timeout if more_awaited else math.inf
