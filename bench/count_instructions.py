@@ -24,6 +24,8 @@ Every workload builds a new ``Message`` per send, as applications do:
 * ``async-1k-deadline``: the same, each send inside the caller's ``trio.move_on_after(60)``
   (the deadline travels in our header map);
 * ``sync-1k``: both nodes synchronous (each ``send()`` returns on its ACK);
+* ``sync-1k-16``: 16 tasks of a synchronous node sending to an asynchronous one (a worker
+  with 16 slots): pipelined, up to 16 waiting for their ACKs at once;
 * ``async-64k``: asynchronous, 64 KiB (best with ``--tcp``: the writer's joins and system
   calls are what it prices).
 
@@ -35,6 +37,7 @@ quiet machine too.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import subprocess
@@ -43,8 +46,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKLOADS = ("async-1k", "async-1k-deadline", "sync-1k", "async-64k")
-SIZES = {"async-1k": 1024, "async-1k-deadline": 1024, "sync-1k": 1024, "async-64k": 65536}
+WORKLOADS = ("async-1k", "async-1k-deadline", "sync-1k", "sync-1k-16", "async-64k")
+SIZES = {"async-1k": 1024, "async-1k-deadline": 1024, "sync-1k": 1024, "sync-1k-16": 1024, "async-64k": 65536}
+TASKS = {"sync-1k-16": 16}  # sending tasks (the count is split between them)
 
 
 def run_workload(name: str, count: int, *, tcp: bool) -> None:
@@ -61,7 +65,10 @@ def run_workload(name: str, count: int, *, tcp: bool) -> None:
     if isinstance(getattr(scheduler_random, "_r", None), random.Random):
         scheduler_random._r.seed(0)  # type: ignore[union-attr]  # the same batch order every run
 
-    synchronous = name == "sync-1k"
+    synchronous = name.startswith("sync")  # the sender's mode
+    receiver_synchronous = name == "sync-1k"  # sync-1k-16: an asynchronous receiver (a worker)
+    tasks = TASKS.get(name, 1)
+    count -= count % tasks  # each task sends count / tasks
     data = b"x" * SIZES[name]
     deadline = name == "async-1k-deadline"
 
@@ -75,10 +82,11 @@ def run_workload(name: str, count: int, *, tcp: bool) -> None:
             network = MemoryNetwork()
             net_a, net_b = network.host("10.0.0.1"), network.host("10.0.0.2")
             host = "10.0.0.2"
+        receiver_config = dataclasses.replace(config, synchronous=receiver_synchronous)
         rng_a, rng_b = random.Random(1), random.Random(2)
         async with (
             trio_chirp.open_chirp(config, transport=net_a, rng=rng_a) as sender,
-            trio_chirp.open_chirp(config, transport=net_b, rng=rng_b) as receiver,
+            trio_chirp.open_chirp(receiver_config, transport=net_b, rng=rng_b) as receiver,
             trio.open_nursery() as nursery,
         ):
             port = receiver.port
@@ -92,7 +100,16 @@ def run_workload(name: str, count: int, *, tcp: bool) -> None:
 
             nursery.start_soon(receive)
             send, Message = sender.send, trio_chirp.Message
-            if deadline:
+            if tasks > 1:
+
+                async def one_task() -> None:
+                    for _ in range(count // tasks):
+                        await send(Message(data, address=host, port=port))
+
+                async with trio.open_nursery() as senders:
+                    for _ in range(tasks):
+                        senders.start_soon(one_task)
+            elif deadline:
                 for _ in range(count):
                     with trio.move_on_after(60):
                         await send(Message(data, address=host, port=port))
