@@ -26,6 +26,7 @@ from trio_chirp import (
     ConnectionLostError,
     Message,
     ProtocolError,
+    TLSContexts,
     open_chirp,
 )
 from trio_chirp._connection import Connection
@@ -38,6 +39,7 @@ from trio_chirp._protocol import (
     encode_handshake,
     pack_frame_head,
 )
+from trio_chirp._tlsstream import TLSStream
 from trio_chirp.testing import MemoryNetwork, MemoryStream
 
 A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"
@@ -412,4 +414,91 @@ async def test_the_peers_clean_close_while_the_sender_reads(autojump_clock: Any)
             assert conn.failure is info.value
             # Not routine: a message was in flight (node.md), whoever read the close.
             assert a.statistics().errors == {"ConnectionLostError": 1}
+        nursery.cancel_scope.cancel()
+
+
+# --- the streams: a cancelled receive_some loses nothing ------------------------------------
+
+
+async def _memory_streams(nursery: trio.Nursery) -> tuple[trio.abc.Stream, trio.abc.Stream]:
+    net = MemoryNetwork()
+    accepted: list[trio.abc.Stream] = []
+    serve = partial(
+        net.host(B).serve,
+        port=0,
+        bind_v4="0.0.0.0",
+        bind_v6=None,
+        backlog=8,
+        on_accept=lambda s, _: accepted.append(s),
+    )
+    port: int = await nursery.start(serve)
+    client, _ = await net.host(A).connect(B, port)
+    await trio.testing.wait_all_tasks_blocked()
+    return client, accepted[0]
+
+
+async def _tcp_streams(nursery: trio.Nursery) -> tuple[trio.abc.Stream, trio.abc.Stream]:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    client = await trio.open_tcp_stream("127.0.0.1", port)
+    server = await listeners[0].accept()
+    await listeners[0].aclose()
+    return client, server
+
+
+async def _tls(
+    pki: PKISet, client_raw: trio.abc.Stream, server_raw: trio.abc.Stream
+) -> tuple[TLSStream, TLSStream]:
+    contexts = TLSContexts.from_files(pki["alpha"])
+    client = TLSStream(client_raw, contexts.client, server_side=False, server_hostname=B)
+    server = TLSStream(server_raw, contexts.server, server_side=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.do_handshake)
+        nursery.start_soon(server.do_handshake)
+    return client, server
+
+
+@pytest.mark.parametrize("kind", ["memory", "tcp", "tls-memory", "tls-tcp"])
+async def test_a_cancelled_receive_some_loses_no_bytes(kind: str, pki: PKISet) -> None:
+    """What the hand-over relies on: a task reading a connection may be cancelled in
+    ``receive_some`` (waiting, or just as data arrives) and the next reader gets every byte."""
+    async with trio.open_nursery() as nursery:
+        opened = _memory_streams if kind.endswith("memory") else _tcp_streams
+        writer, reader = await opened(nursery)
+        if kind.startswith("tls"):
+            writer, reader = await _tls(pki, writer, reader)
+        sent = bytearray()
+        got = bytearray()
+        cancelled = 0
+
+        async def read_once(scope: trio.CancelScope) -> None:
+            nonlocal cancelled
+            with scope:
+                got.extend(await reader.receive_some(700))
+            if scope.cancelled_caught:
+                cancelled += 1
+
+        for i in range(60):
+            chunk = bytes([i]) * (800 + 37 * i)  # above one read of 700
+            scope = trio.CancelScope()
+            async with trio.open_nursery() as rounds:
+                rounds.start_soon(read_once, scope)
+                await trio.testing.wait_all_tasks_blocked()  # blocked in receive_some
+                if i % 3 == 0:
+                    scope.cancel()  # cancelled while waiting, nothing has arrived
+                await writer.send_all(chunk)
+                sent += chunk
+                if i % 3 == 1:
+                    scope.cancel()  # cancelled as the bytes arrive
+            if i % 3 == 2:  # part of the chunk read, the rest waiting in the stream's buffers
+                scope = trio.CancelScope()
+                scope.cancel()
+                await read_once(scope)  # cancelled before it returns anything
+            with trio.fail_after(10):  # a lost byte would leave this waiting
+                while len(got) < len(sent):  # the next reader gets the rest
+                    got.extend(await reader.receive_some(65536))
+        assert bytes(got) == bytes(sent)
+        assert cancelled >= 40
+        await writer.aclose()
+        await reader.aclose()
         nursery.cancel_scope.cancel()
