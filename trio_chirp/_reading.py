@@ -223,10 +223,9 @@ class FrameReader:
 
     # --- the loop ----------------------------------------------------------------------
     async def _read(self, done: Callable[[], bool] | None) -> None:
-        """Handle frames until ``done()`` (a waiting task) or until the reader hands over.
-
-        The reader task (``done`` None) returns only to hand the reading to a waiting task;
-        a waiting task also returns when a data frame finds no free slot.
+        """Handle frames until everything read is handled and ``done()`` (a waiting task), or
+        until the reader task (``done`` None) hands the reading to a waiting task; a waiting
+        task also returns when a data frame finds no free slot.
         """
         host = self._host
         parser = self.parser
@@ -241,13 +240,15 @@ class FrameReader:
             host.waiting_for_slot = False
             self._slot_cost = None
         while True:
-            if done is not None and done():
-                return
             event = parser.next_event()
             if event is NEED_DATA:
-                if done is None and self._waiting:
-                    # Everything read is handled: the task waiting here reads from now on.
-                    self.owner = None
+                # Only here, with everything read handled, does the reading change hands:
+                # what came with the ACK (a response, say) is delivered by whoever read it.
+                if done is not None:
+                    if done():
+                        return
+                elif self._waiting:
+                    self.owner = None  # the task waiting here reads from now on
                     _wake(self._waiting[0])
                     return
                 if parser.mid_frame:
