@@ -217,7 +217,6 @@ class Connection:
                     nursery.start_soon(self._guard, self._writer)
         finally:
             self.closed = True
-            self.reading.interrupt()  # a waiting task reading this stream stops before it closes
             cause = self.failure or ShutdownError("connection closed")
             with trio.CancelScope(shield=True):
                 self._owner.on_closed(self, cause)

@@ -31,8 +31,9 @@ How the reading passes on:
 * A contained failure seen by a waiting task (bad input, a reset, the peer's EOF) closes
   the connection with the same error the reader would have closed it with; the waiting
   task then fails with the connection's error, as before.
-* The connection, when it ends, cancels a waiting task's reading (``interrupt``) before
-  it closes its stream.
+* A connection that ends settles the waiting task's message first, then closes its
+  stream, which ends a ``receive_some`` in progress with ``trio.ClosedResourceError``
+  (trio's stream contract): the waiting task stops reading and finds its outcome.
 """
 
 from __future__ import annotations
@@ -147,9 +148,8 @@ class FrameReader:
         """A data frame whose fixed part was read and which still needs a slot (the reader takes it)."""
         self.owner: object | None = None
         self._started = False
-        self._lot = trio.lowlevel.ParkingLot()  # the reader task, while someone else reads
+        self._aside: trio.lowlevel.Task | None = None  # the reader task, while someone else reads
         self._waiting: list[Outgoing] = []  # waiting tasks that would read if they could
-        self._scope: trio.CancelScope | None = None  # a waiting task's reading
         self.handed_over = 0
         """How often a waiting task took the reading (for tests and benchmarks)."""
         self.stopped_for_slot = 0
@@ -165,7 +165,6 @@ class FrameReader:
     async def run(self) -> None:
         """The connection's reader task: read whenever nobody else does."""
         self._started = True
-        lot = self._lot
         while True:
             if self.owner is None:
                 self.owner = _READER
@@ -176,7 +175,24 @@ class FrameReader:
                         self.owner = None
             # Someone else reads, or we handed the reading to a waiting task: that task
             # wakes us when it is done with it.
-            await lot.park()
+            await self._stand_aside()
+
+    async def _stand_aside(self) -> None:
+        """Wait for ``_resume_reader`` (cheaper than a ``ParkingLot``: this is once per message)."""
+        self._aside = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._aside = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _resume_reader(self) -> None:
+        """Nobody reads: the reader task resumes (unless a waiting task takes the reading first)."""
+        task = self._aside
+        if task is not None:
+            self._aside = None
+            trio.lowlevel.reschedule(task)
 
     # --- a waiting task ------------------------------------------------------------------
     def _claimable(self) -> bool:
@@ -197,29 +213,23 @@ class FrameReader:
                     waiting.remove(out)
         finally:
             if self.owner is None:
-                self._lot.unpark_all()  # we may have been handed the reading: give it back
+                self._resume_reader()  # we may have been handed the reading: give it back
 
     async def _read_for(self, out: Outgoing) -> None:
         self.owner = task = trio.lowlevel.current_task()
         self.handed_over += 1
         try:
-            with trio.CancelScope() as scope:
-                self._scope = scope
-                await self._read(lambda: _settled(out))
+            await self._read(lambda: _settled(out))
         except (ChirpError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             # What the reader would have closed the connection with (``_connection._guard``);
-            # the send then fails with the connection's error when it closes.
-            self._host.fail(exc)
+            # the send then fails with the connection's error when it closes. A closed
+            # stream (``ClosedResourceError``) means the connection is ending already.
+            if not self._host.closed:
+                self._host.fail(exc)
         finally:
-            self._scope = None
             if self.owner is task:
                 self.owner = None
-            self._lot.unpark_all()
-
-    def interrupt(self) -> None:
-        """The connection ends: a waiting task reading it stops (its outcome follows from the close)."""
-        if self._scope is not None:
-            self._scope.cancel()
+            self._resume_reader()
 
     # --- the loop ----------------------------------------------------------------------
     async def _read(self, done: Callable[[], bool] | None) -> None:
