@@ -212,8 +212,7 @@ class FrameReader:
                 finally:
                     waiting.remove(out)
         finally:
-            if self.owner is None:
-                self._resume_reader()  # we may have been handed the reading: give it back
+            self._pass_on()  # we may have been handed the reading: give it back
 
     async def _read_for(self, out: Outgoing) -> None:
         self.owner = task = trio.lowlevel.current_task()
@@ -229,7 +228,17 @@ class FrameReader:
         finally:
             if self.owner is task:
                 self.owner = None
-            self._resume_reader()
+            self._pass_on()
+
+    def _pass_on(self) -> None:
+        """Nobody reads: the next waiting task reads, or else the reader task resumes (unless
+        a waiting task takes the reading before it runs). Whoever is woken is runnable and
+        passes the reading on in turn when it leaves, so the reading is never left idle."""
+        if self.owner is None:
+            if self._waiting:
+                _wake(self._waiting[0])
+            else:
+                self._resume_reader()
 
     # --- the loop ----------------------------------------------------------------------
     async def _read(self, done: Callable[[], bool] | None) -> None:
