@@ -136,7 +136,7 @@ def _wake(out: Outgoing) -> None:
 class FrameReader:
     """One connection's parser and frame loop, run by one task at a time (see the module)."""
 
-    def __init__(self, host: ReadHost, initial_data: bytes = b"") -> None:
+    def __init__(self, host: ReadHost) -> None:
         self._host = host
         config = host.config
         self.parser = FrameParser(config.max_msg_size)
@@ -235,10 +235,10 @@ class FrameReader:
         a waiting task takes the reading before it runs). Whoever is woken is runnable and
         passes the reading on in turn when it leaves, so the reading is never left idle."""
         if self.owner is None:
-            if self._waiting:
+            if self._waiting and self._slot_cost is None:
                 _wake(self._waiting[0])
             else:
-                self._resume_reader()
+                self._resume_reader()  # only the reader waits for a slot
 
     # --- the loop ----------------------------------------------------------------------
     async def _read(self, done: Callable[[], bool] | None) -> None:
