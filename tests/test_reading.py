@@ -502,3 +502,27 @@ async def test_a_cancelled_receive_some_loses_no_bytes(kind: str, pki: PKISet) -
         await writer.aclose()
         await reader.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_synchronous_request_reads_its_response_and_ack_itself(
+    autojump_clock: Any, tls: PKISet | None
+) -> None:
+    """reply() writes the response, then the ACK: the requesting task reads both."""
+    net = MemoryNetwork()
+    net.set_latency(A, B, LATENCY)
+    async with (
+        _node(net, A, tls) as a,
+        _node(net, B, tls, synchronous=False) as b,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def worker() -> None:
+            async for msg in b:
+                await b.reply(msg, b"re:" + bytes(msg.data))
+
+        nursery.start_soon(worker)
+        answers = [bytes((await a.request(_msg(b"q%d" % i))).data) for i in range(6)]
+        assert answers == [b"re:q%d" % i for i in range(6)]
+        assert _connection(a, B).reading.handed_over == 4  # all but the first two
+        assert a.statistics().slots_in_use == 0  # each response was released at once
+        nursery.cancel_scope.cancel()

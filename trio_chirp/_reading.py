@@ -176,6 +176,11 @@ class FrameReader:
             # Someone else reads, or we handed the reading to a waiting task: that task
             # wakes us when it is done with it.
             await self._stand_aside()
+            if self.owner is None:
+                # One scheduler round of grace: a task that just handed the reading back and
+                # yields once before its next send or request (``request()`` does) takes it
+                # again itself, instead of finding the reader blocked in ``receive_some``.
+                await trio.lowlevel.checkpoint()
 
     async def _stand_aside(self) -> None:
         """Wait for ``_resume_reader`` (cheaper than a ``ParkingLot``: this is once per message)."""
