@@ -203,8 +203,12 @@ class FrameReader:
     def _claimable(self) -> bool:
         return self.owner is None and self._started and self._slot_cost is None and not self._host.closed
 
+    @trio.lowlevel.enable_ki_protection
     async def await_settled(self, out: Outgoing) -> None:
-        """Wait until ``out`` (written on this connection) is settled, reading meanwhile when free."""
+        """Wait until ``out`` (written on this connection) is settled, reading meanwhile when free.
+
+        KI-protected like the connection's own tasks: a Ctrl-C arrives at a checkpoint (the
+        ``receive_some``), never halfway through handling a frame in the caller's task."""
         try:
             while not _settled(out):
                 if self._claimable():
