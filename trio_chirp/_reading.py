@@ -15,12 +15,14 @@ How the reading passes on:
 
 * The reader task gives it up only where it would otherwise block in ``receive_some``
   with everything parsed handled, and only when a waiting task is registered: it wakes
-  that one task and parks. No cancellation is ever needed to take the reading from a task
+  that one task and stands aside. No cancellation is ever needed to take the reading from a task
   blocked in ``receive_some``: a waiting task that finds the reader reading just waits, as
   before, and takes over at the reader's next turn.
-* A waiting task reads only up to its own outcome, then hands the reading back and wakes
-  the reader, which resumes unless the next waiter took the reading first (a task
-  sending in a loop takes it again before the reader even runs).
+* A waiting task reads until everything read is handled and its own outcome is known,
+  then passes the reading on: to the next waiting task, or else to the reader, which
+  resumes after one scheduler round of grace unless a waiting task took the reading
+  first (a task sending in a loop takes it again before the reader even runs). The
+  reader's resumption is still one task step per message, off the critical path.
 * A data frame takes a slot exactly as the reader would; with none free the waiting task
   stops, leaves the slot to take to the reader (which waits for it as before), and waits
   for its outcome.
