@@ -3,7 +3,9 @@
 * The **reader** feeds the parser. At a data frame's fixed part it takes a receive slot
   of *this* connection before the payload is consumed; with none free it stops reading,
   so TCP pushes back on the sender. It never waits on anything shared with other
-  connections: delivery to the application cannot block (the slots bound it).
+  connections: delivery to the application cannot block (the slots bound it). The frame
+  loop is ``_reading.FrameReader``: a synchronous ``send()`` waiting for its ACK here
+  runs it itself while the reader task stands aside, one task at a time.
 * The **writer** is the only task that writes. It sends our handshake first, in one
   write, then pulls coalesced batches from its remote while it is the remote's current
   connection. A frame is written whole or the connection is closed.
@@ -41,28 +43,20 @@ from ._config import Config
 from ._errors import (
     ChirpError,
     ChirpTimeoutError,
-    ConnectionLostError,
-    MessageTooLargeError,
     ShutdownError,
     TLSError,
 )
-from ._header import ChirpMeta
-from ._header import split as split_header
 from ._inbox import Budget
-from ._message import Message, cost_of, received_message
+from ._message import Message, cost_of
 from ._protocol import (
-    NEED_DATA,
-    ZERO_IDENTITY,
     Announcement,
-    DataFrame,
     FrameHead,
     FrameParser,
     Handshake,
-    OversizedFrame,
-    decode_announcement,
     encode_announcement,
     encode_handshake,
 )
+from ._reading import FrameReader
 from ._remote import Outgoing, Remote, lost_error
 from ._slots import SlotPool
 from ._sniff import HELLO_PORT, client_hello_verdict
@@ -186,8 +180,9 @@ class Connection:
         self.prelude_done = prelude is None
         self.waiting_for = ""
         """What the prelude waits for, for the timeout's message (e.g. "the TLS handshake")."""
-        self._initial_data = b""
         self._refuse_client_hello = refuse_client_hello
+        self.reading = FrameReader(self)
+        """The frame loop and who runs it: the reader task, or a task waiting for an ACK here."""
 
     def _adopt(self, stream: trio.abc.Stream) -> None:
         """Write to ``stream`` from now on, with its optional fast paths (``_transport.py``).
@@ -218,7 +213,7 @@ class Connection:
                 if self._prelude is not None:
                     await self._guard(self._run_prelude)
                 if not self.closed:
-                    nursery.start_soon(self._guard, self._reader)
+                    nursery.start_soon(self._guard, self.reading.run)
                     nursery.start_soon(self._guard, self._writer)
         finally:
             self.closed = True
@@ -228,7 +223,7 @@ class Connection:
                 with trio.move_on_after(1.0):
                     await aclose_quietly(self.stream)
 
-    def _learn(self, announcement: Announcement, parser: FrameParser) -> None:
+    def learn(self, announcement: Announcement, parser: FrameParser) -> None:
         """The peer announced itself (docs/protocol.md, section 12): remember it for this connection."""
         self.peer_announcement = announcement
         if self.config.header_map:
@@ -268,21 +263,26 @@ class Connection:
         if self._nursery_scope is not None:
             self._nursery_scope.cancel()
 
+    def fail(self, exc: BaseException) -> None:
+        """A contained failure: the connection closes with it (the first failure is kept)."""
+        if self.failure is None:
+            self.failure = self._failure(exc)
+        self.closed = True
+        if self._nursery_scope is not None:
+            self._nursery_scope.cancel()
+
     @trio.lowlevel.enable_ki_protection
     async def _guard(self, task: Callable[[], Awaitable[None]]) -> None:
         try:
             await task()
         except CONTAINED_ERRORS as exc:
-            if self.failure is None:
-                self.failure = self._failure(exc)
-            self.closed = True
-            assert self._nursery_scope is not None
-            self._nursery_scope.cancel()
+            self.fail(exc)
 
     async def _run_prelude(self) -> None:
         assert self._prelude is not None
-        stream, self._initial_data = await self._prelude(self)
+        stream, initial_data = await self._prelude(self)
         self._adopt(stream)
+        self.reading.feed(initial_data)
         self.prelude_done = True
         self.waiting_for = ""
 
@@ -294,132 +294,38 @@ class Connection:
         error.__cause__ = tls
         return error
 
-    # --- reader ------------------------------------------------------------------------
-    async def _reader(self) -> None:
-        parser = FrameParser(self.config.max_msg_size)
-        if self._initial_data:
-            self.traffic.bytes_in += len(self._initial_data)
-            parser.receive_data(self._initial_data)
-            self._initial_data = b""
-        receive_some = self.stream.receive_some
-        bufsize = self.config.effective_buffer_size
-        owner = self._owner
-        deliver = owner.deliver
-        release = self._release
-        traffic = self.traffic
-        announcement_due = False  # the first frame after the peer's handshake may be one
-        timeout = self.config.timeout
-        clock = trio.lowlevel.current_clock().current_time  # trio.current_time(), one call less
-        head_time = 0.0
-        while True:
-            event = parser.next_event()
-            if event is NEED_DATA:
-                if parser.mid_frame:
-                    # A peer that stops in the middle of a frame must not hold the
-                    # connection (and a slot) for ever: the rest must keep coming.
-                    self._stall_deadline = deadline = trio.current_time() + timeout
-                    self._arm(deadline)
-                    data = await receive_some(bufsize)
-                    self._stall_deadline = math.inf
-                else:
-                    data = await receive_some(bufsize)
-                if not data:
-                    if parser.mid_frame:
-                        raise ConnectionLostError(f"{self} closed by the peer in the middle of a frame")
-                    self.peer_closed = True
-                    raise ConnectionLostError(f"{self} closed by the peer")
-                traffic.bytes_in += len(data)
-                parser.receive_data(data)
-                continue
-            cls = type(event)
-            if cls is FrameHead:
-                assert isinstance(event, FrameHead)
-                if announcement_due and not event.is_noop:
-                    announcement_due = False  # only the first frame after the handshake may be one
-                if event.is_message:
-                    traffic.messages_in += 1
-                    head_time = clock()  # msg.deadline counts from here
-                    cost = event.header_len + event.data_len
-                    if not self.slots.try_take(cost):
-                        # Left set if the connection closes meanwhile: it was blocked then.
-                        self.waiting_for_slot = True
-                        await self.slots.acquire(cost, self._is_broken)
-                        self.waiting_for_slot = False
-                elif event.is_noop:
-                    if announcement_due and event.identity != ZERO_IDENTITY:
-                        announcement = decode_announcement(event.identity)
-                        if announcement is not None:
-                            announcement_due = False
-                            self._learn(announcement, parser)
-                            continue
-                    traffic.noops_in += 1
-                    now = trio.current_time()
-                    self.last_activity = now
-                    if self.remote is not None:
-                        self.remote.last_activity = now
-                else:
-                    traffic.acks_in += 1
-                    if self.remote is not None:
-                        self.remote.on_ack(event.identity)
-            elif cls is DataFrame:
-                assert isinstance(event, DataFrame)
-                head = event.head
-                remote = self.remote
-                assert remote is not None
-                assert self.peer_identity is not None
-                now = clock()
-                self.last_activity = remote.last_activity = now
-                header = event.header
-                meta: ChirpMeta | None = None
-                msg_deadline: float | None = None
-                if header and header[0] >> 4 == 8:  # a msgpack fixmap: maybe our map
-                    header, meta, malformed = split_header(header)
-                    if malformed:
-                        owner.on_bad_header(self)
-                    elif meta is not None and meta.remaining is not None:
-                        msg_deadline = head_time + meta.remaining
-                deliver(
-                    self,
-                    received_message(
-                        head.identity,
-                        head.serial,
-                        header,
-                        event.data,
-                        remote.address,
-                        remote.port,
-                        self.peer_identity,
-                        head.requests_ack,
-                        release,
-                        msg_deadline,
-                        meta,
-                        head.header_len + head.data_len,
-                    ),
-                )
-            elif cls is OversizedFrame:
-                assert isinstance(event, OversizedFrame)
-                traffic.messages_in += 1
-                if not owner.on_oversized(self, event.head):
-                    head = event.head
-                    raise MessageTooLargeError(
-                        f"{self}: frame of {head.header_len + head.data_len} bytes above max_msg_size="
-                        f"{self.config.max_msg_size}, and too many refusals are still being answered"
-                    )
-            else:
-                assert isinstance(event, Handshake)
-                if (
-                    self._refuse_client_hello
-                    and event.port == HELLO_PORT
-                    and client_hello_verdict(encode_handshake(event.port, event.identity))
-                ):
-                    raise owner.client_hello_refused(self.peer_address)
-                self.peer_identity = event.identity
-                self.peer_port = event.port
-                self._handshake_deadline = math.inf
-                self.remote = owner.on_handshake(self, event)
-                announcement_due = True
-                self._attached.set()
+    # --- reading (the frame loop is ``_reading.FrameReader``) ----------------------------
+    @property
+    def slot_probe(self) -> Callable[[], bool] | None:
+        return self._is_broken
 
-    def _release(self, msg: Message, ack: bool) -> None:
+    def watch_stall(self, deadline: float) -> None:
+        self._stall_deadline = deadline
+        self._arm(deadline)
+
+    def on_peer_handshake(self, handshake: Handshake) -> None:
+        if (
+            self._refuse_client_hello
+            and handshake.port == HELLO_PORT
+            and client_hello_verdict(encode_handshake(handshake.port, handshake.identity))
+        ):
+            raise self._owner.client_hello_refused(self.peer_address)
+        self.peer_identity = handshake.identity
+        self.peer_port = handshake.port
+        self._handshake_deadline = math.inf
+        self.remote = self._owner.on_handshake(self, handshake)
+        self._attached.set()
+
+    def deliver(self, message: Message) -> None:
+        self._owner.deliver(self, message)
+
+    def on_bad_header(self) -> None:
+        self._owner.on_bad_header(self)
+
+    def on_oversized(self, head: FrameHead) -> bool:
+        return self._owner.on_oversized(self, head)
+
+    def release_message(self, msg: Message, ack: bool) -> None:
         self.slots.release(cost_of(msg))
         remote = self.remote
         if ack and msg.ack_requested and not self.closed and remote is not None and not remote.closed:

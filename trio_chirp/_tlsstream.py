@@ -2,10 +2,13 @@
 
 Why not ``trio.SSLStream``: it serves any number of tasks, so every read and write takes
 locks that are schedule points, and it offers neither ``send_nowait`` nor a way to run the
-handshake's CPU work in turns. A chirp connection has exactly one reader task and one
-writer task (``_connection.py``), so this stream needs no more than one lock, taken without
-a schedule point when free, for the one case where the reader must write (a TLS message
-after the handshake that asks for an answer).
+handshake's CPU work in turns. A chirp connection has exactly one reading task at a time
+(``_reading.py``) and one writer task (``_connection.py``), so this stream needs no more
+than one lock, taken without a schedule point when free, for the one case where the reader
+must write (a TLS message after the handshake that asks for an answer).
+
+A ``receive_some`` cancelled while it waits loses nothing: what the transport delivered
+is already in the memory BIO, and decrypted bytes are always returned.
 
 Semantics, as libchirp needs them (docs/protocol.md, section 2.3): a peer's EOF, with or without
 ``close_notify``, is a clean end of stream (``b""``); ``aclose`` sends no ``close_notify``
@@ -163,6 +166,7 @@ class TLSStream(trio.abc.Stream):
         """Decrypted bytes; ``b""`` once the peer closed (``close_notify`` or not)."""
         size = max_bytes or RECEIVE_SIZE
         read_from_transport = False
+        await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("this TLS stream was closed")
@@ -179,12 +183,17 @@ class TLSStream(trio.abc.Stream):
                 self._broken = True
                 raise trio.BrokenResourceError(f"TLS failure: {exc}") from exc
             else:
+                # Decrypted bytes are returned whatever happens now: a cancellation from here
+                # on would lose them (a task waiting for its ACK may read and be cancelled,
+                # ``_reading.py``), so the rest is shielded and the cancellation is left to
+                # the caller's next checkpoint, as trio's own streams do.
                 if len(data) < size:
                     data = self._read_more(data, size)
                 if self._out.pending:  # a message after the handshake that OpenSSL answers
-                    await self._flush()
+                    with trio.CancelScope(shield=True):
+                        await self._flush()
                 if not read_from_transport:
-                    await trio.lowlevel.checkpoint()
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return data
             chunk = await self.transport.receive_some(RECEIVE_SIZE)
             read_from_transport = True

@@ -16,6 +16,7 @@ from typing import Final
 import trio
 
 from .._address import RemoteKey, destination_of
+from .._connection import Connection
 from .._deadline import effective_deadline
 from .._errors import ChirpError, MessageInUseError, ShutdownError
 from .._header import ChirpMeta
@@ -209,7 +210,7 @@ class Sender:
                 if not out.synchronous and not out.confirm:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return
-                await out.wait()
+                await self._await_outcome(out)
         except BaseException:
             self._abandon(remote, out, None)
             raise
@@ -222,6 +223,17 @@ class Sender:
         error = remote.timeout_error(out, self._config.timeout)
         self._abandon(remote, out, error)
         raise error
+
+    @staticmethod
+    async def _await_outcome(out: Outgoing) -> None:
+        """Wait for the ACK (or the failure) of ``out``; a synchronous message written on a
+        connection reads it there itself when nobody else does (``_reading.py``): the ACK
+        then wakes this task directly, saving the reader task's round per message."""
+        conn = out.connection
+        if out.synchronous and isinstance(conn, Connection):
+            await conn.reading.await_settled(out)
+        else:
+            await out.wait()
 
     @staticmethod
     def _abandon(remote: NodeRemote, out: Outgoing, error: ChirpError | None) -> None:
