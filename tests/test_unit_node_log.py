@@ -91,3 +91,27 @@ async def test_a_summary_goes_to_the_logger_its_first_event_went_to(
             ("trio_chirp.node", "1 more forwarding failures with 10.0.0.1 in the last 10 s"),
         ]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_window_that_ended_without_repeats_leaves_no_channel_behind(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A window with no repeats ends silently (no summary); the logger its key used then must
+    not take the summary of the same key's repeats in a later window."""
+    caplog.set_level(logging.WARNING)
+    async with trio.open_nursery() as nursery:
+        log = NodeLog(nursery.start_soon)
+        log.limited(
+            "10.0.0.1", "E", "failures", "failed: %s", "x", log=logging.getLogger("trio_chirp.workers")
+        )
+        await trio.sleep(10.0 + 0.001)  # that window ends with nothing to summarise
+        log.limited("10.0.0.1", "E", "failures", "failed: %s", "y")
+        log.limited("10.0.0.1", "E", "failures", "failed: %s", "z")
+        await trio.sleep(10.0 + 0.001)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [(r.name, r.getMessage()) for r in caplog.records] == [
+            ("trio_chirp.workers", "failed: x"),
+            ("trio_chirp.node", "failed: y"),
+            ("trio_chirp.node", "1 more failures with 10.0.0.1 in the last 10 s"),
+        ]
+        nursery.cancel_scope.cancel()
