@@ -65,6 +65,8 @@ _NODE = [
     "tests/test_unit_remote_table_edges.py",
     "tests/test_unit_delivery.py",
     "tests/test_unit_node_log.py",
+    "tests/test_node_pacing.py",
+    "tests/test_node_close_and_checkpoints.py",
     "tests/test_node_surface.py",
     "tests/test_node_memory.py",
     "tests/test_node_pins.py",
@@ -75,8 +77,19 @@ _NODE = [
     "tests/test_memory_network.py",
     "tests/test_lockups.py",
     "tests/test_hostile_handshake.py",
+    "tests/test_announcement.py",
+    "tests/test_testing_nodes.py",
+    "tests/test_errors.py",
+    "tests/test_user_defects.py",
+    # The two of that file that run a subprocess (mypy, a fresh interpreter): seconds, and
+    # blind to a mutant.
+    "--deselect=tests/test_user_defects.py::test_an_app_using_received_addresses_type_checks",
+    "--deselect=tests/test_user_defects.py::test_the_library_prints_nothing_without_the_applications_logging_config",
+    "tests/test_user_defects_tcp.py",
+    "tests/test_node_tcp.py",
 ]
-"""The node's tests on the in-memory network (a second or two each)."""
+"""The node's tests in this process, on the in-memory network and loopback TCP (a second or
+two each). An entry that starts with ``-`` is a pytest option (``--deselect``)."""
 
 TESTS: dict[str, list[str]] = {
     # modules that do no I/O of their own
@@ -203,6 +216,13 @@ def _run_child(
     if code_ in (1, 2, 3):  # tests failed, a collection error (the mutant does not import), internal
         return "killed", seconds
     return "error", seconds  # 4: usage, 5: no tests collected, or a signal
+
+
+def _existing(tests: list[str]) -> list[str]:
+    """The tests of ``tests`` that exist, with its pytest options; none if no test exists
+    (options alone would make pytest run the whole suite)."""
+    found = [t for t in tests if not t.startswith("-") and (ROOT / t.split("::")[0]).exists()]
+    return [t for t in tests if t in found or t.startswith("-")] if found else []
 
 
 def _path(module: str) -> Path:
@@ -398,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tallies: list[Tally] = []
     # The test files as they are now (files added during the run do not change it).
     chosen = {m: args.tests or TESTS[m] for m in modules}
-    tests = {m: [t for t in chosen[m] if (ROOT / t.split("::")[0]).exists()] for m in modules}
+    tests = {m: _existing(chosen[m]) for m in modules}
     for k, module in enumerate(modules):
         left = budget - (time.monotonic() - started)
         share = left / (len(modules) - k)
