@@ -9,12 +9,14 @@ connections, as a user sees it through sends and ``statistics()``.
   remote's ``last_error``, and its reconnect is debounced (``reconnect_blocked``).
 * Accept failures are counted by their errno name, or by the exception's class when it
   has no errno.
+* A peer we dialled is never taken for a TLS client, whatever its handshake looks like.
 * ``slots_peak`` starts at 0 and keeps the peak of connections that have closed.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 from typing import Any
 
 import pytest
@@ -22,8 +24,10 @@ import trio
 import trio.testing
 from memnet_helpers import PORT, A, B, C, FakePeer, node, to
 
-from trio_chirp import CannotConnectError, Config, open_chirp
+from trio_chirp import CannotConnectError, Config, Message, open_chirp
 from trio_chirp._limits import IDLE_SHED_AFTER
+from trio_chirp._protocol import NEED_DATA, DataFrame, FrameParser, encode_handshake
+from trio_chirp._sniff import client_hello_verdict
 from trio_chirp.testing import MemoryNetwork, MemoryTransport
 
 D, E = "10.0.0.4", "10.0.0.5"
@@ -135,3 +139,52 @@ async def test_slots_peak_starts_at_zero_and_outlives_the_connection(autojump_cl
         stats = b.statistics()
         assert stats.connections == 0
         assert stats.slots_peak == 3
+
+
+async def test_a_peer_we_dial_is_never_taken_for_a_tls_client(autojump_clock: trio.abc.Clock) -> None:
+    """A handshake that reads like a ClientHello (port 0x1603, a crafted identity) is refused
+    only on an accepted plaintext connection; a peer we dialled answers with its handshake,
+    whatever it looks like."""
+    identity = bytes([0x01, 0x00, 0x30, 0x01, 0x00, 0x00, 0x2C, 0x03, 0x03]) + b"\x77" * 7
+    hello_port = 0x1603
+    assert client_hello_verdict(encode_handshake(hello_port, identity)) is True
+    net = MemoryNetwork()
+    received: list[bytes] = []
+    got_one = trio.Event()
+
+    async def answer(stream: trio.abc.Stream) -> None:
+        await stream.send_all(encode_handshake(hello_port, identity))
+        parser = FrameParser(2**20)
+        while not got_one.is_set():
+            event = parser.next_event()
+            if event is NEED_DATA:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                parser.receive_data(data)
+            elif isinstance(event, DataFrame):
+                received.append(bytes(event.data))
+                got_one.set()
+
+    async with trio.open_nursery() as nursery:
+
+        def on_accept(stream: trio.abc.Stream, peer: str) -> None:
+            nursery.start_soon(answer, stream)
+
+        await nursery.start(
+            functools.partial(
+                net.host(B).serve,
+                port=hello_port,
+                bind_v4="0.0.0.0",
+                bind_v6=None,
+                backlog=8,
+                on_accept=on_accept,
+            )
+        )
+        async with node(net, A, synchronous=False) as a:
+            await a.send(Message(b"plain", address=B, port=hello_port))
+            await a.flush(B, hello_port)
+            await got_one.wait()
+            assert received == [b"plain"]
+            assert dict(a.statistics().errors) == {}
+        nursery.cancel_scope.cancel()
