@@ -119,12 +119,12 @@ TESTS: dict[str, list[str]] = {
     "_address": ["tests/test_config.py", "tests/test_message.py", "tests/test_unit_address.py"],
     # the node, the connection, the remote, routers and workers
     "_node._delivery": _NODE,
-    "_node._links": [*_NODE, *_SNIFFING],
+    "_node._links": [*_NODE, "tests/test_tls.py"],
     "_node._remotes": _NODE,
     "_node._sending": [*_NODE, "tests/test_message.py"],
     "_node._chirp": _NODE,
     "_node._log": _NODE,
-    "_connection": _NODE,
+    "_connection": [*_NODE, "tests/test_tls.py"],
     "_remote": _NODE,
     "_router": [
         "tests/test_unit_router_workers.py",

@@ -1,0 +1,60 @@
+"""How a connection (``_connection.Connection``) ends when its peer misbehaves, as the node's
+user sees it: which error, counted where, and that the connection is gone.
+
+* A synchronous message whose ACK does not come within ``timeout`` of its write costs
+  its connection, also when it was written at once from the sender's own task (an idle
+  connection), not by the writer task.
+* A flood of frames above ``max_msg_size``, past what the node answers with refusals,
+  closes the connection with an error that names the frame's size and the limit.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+import trio.testing
+from memnet_helpers import PORT, A, B, node, to
+
+from trio_chirp import ChirpTimeoutError
+from trio_chirp._protocol import encode_announcement, encode_frame, encode_handshake
+from trio_chirp.testing import MemoryNetwork
+
+
+async def test_a_missing_ack_closes_the_connection_it_was_written_on(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    async with node(net, B, synchronous=False) as b, node(net, A, timeout=2.0) as a:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(a.send, to(B, b"acked"))
+            (await b.receive()).release()
+        await trio.sleep(3.0)  # idle for longer than timeout: no earlier deadline is pending
+        assert a.statistics().connections == 1  # the next write is the sender's own
+        started = trio.current_time()
+        with pytest.raises(ChirpTimeoutError, match="no ACK within"):
+            await a.send(to(B, b"held"))
+        held = await b.receive()  # B's application holds it: no ACK
+        assert trio.current_time() - started == pytest.approx(2.0)
+        await trio.testing.wait_all_tasks_blocked()
+        stats = a.statistics()
+        assert stats.connections == 0
+        assert stats.errors == {"ChirpTimeoutError": 1}
+        held.release()
+
+
+async def test_an_oversized_flood_closes_with_the_frames_size(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    net = MemoryNetwork()
+    net.set_window(A, B, 1024)  # the flooder never reads: the refusals back up
+    async with node(net, B, synchronous=False, max_msg_size=16) as receiver:
+        stream, _ = await net.host(A).connect(B, PORT)
+        flood = b"".join(encode_frame(i.to_bytes(16, "big"), i, 0, b"hh", b"z" * 17) for i in range(2000))
+        await stream.send_all(encode_handshake(PORT, bytes(range(16))) + encode_announcement(1, 1 << 20))
+        with pytest.raises(trio.BrokenResourceError):
+            await stream.send_all(flood)
+        await trio.testing.wait_all_tasks_blocked()
+        assert receiver.statistics().errors == {"MessageTooLargeError": 1}
+        logged = "\n".join(r.getMessage() for r in caplog.records)
+        assert "frame of 19 bytes above max_msg_size=16" in logged
