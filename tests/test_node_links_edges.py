@@ -9,6 +9,7 @@ connections, as a user sees it through sends and ``statistics()``.
   remote's ``last_error``, and its reconnect is debounced (``reconnect_blocked``).
 * Accept failures are counted by their errno name, or by the exception's class when it
   has no errno.
+* A connection whose synchronous message awaits its ACK is not shed, however idle.
 * A peer we dialled is never taken for a TLS client, whatever its handshake looks like.
 * ``slots_peak`` starts at 0 and keeps the peak of connections that have closed.
 """
@@ -188,3 +189,28 @@ async def test_a_peer_we_dial_is_never_taken_for_a_tls_client(autojump_clock: tr
             assert received == [b"plain"]
             assert dict(a.statistics().errors) == {}
         nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_awaiting_an_ack_is_not_shed(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    async with (
+        node(net, B, synchronous=False) as b,
+        node(net, A, max_connections=1, timeout=30.0) as a,
+        trio.open_nursery() as nursery,
+    ):
+        done = trio.Event()
+
+        async def send() -> None:
+            await a.send(to(B, b"in flight"))
+            done.set()
+
+        nursery.start_soon(send)
+        held = await b.receive()
+        await trio.sleep(IDLE_SHED_AFTER + 1.0)  # idle, holds no slot: only its ACK is awaited
+        newcomer, _ = await net.host(D).connect(A, PORT)
+        assert await newcomer.receive_some(100) == b""  # refused: nothing could be shed
+        assert (a.statistics().connections_refused, a.statistics().connections_shed) == (1, 0)
+        held.release()
+        await done.wait()
