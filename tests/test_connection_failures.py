@@ -6,6 +6,8 @@ user sees it: which error, counted where, and that the connection is gone.
   connection), not by the writer task.
 * A flood of frames above ``max_msg_size``, past what the node answers with refusals,
   closes the connection with an error that names the frame's size and the limit.
+* A trio_chirp peer's oversized frame up to 64 MiB is skipped unread; one byte more closes
+  the connection at once.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import trio.testing
 from memnet_helpers import PORT, A, B, node, to
 
 from trio_chirp import ChirpTimeoutError
-from trio_chirp._protocol import encode_announcement, encode_frame, encode_handshake
+from trio_chirp._protocol import encode_announcement, encode_frame, encode_frame_head, encode_handshake
 from trio_chirp.testing import MemoryNetwork
 
 
@@ -58,3 +60,27 @@ async def test_an_oversized_flood_closes_with_the_frames_size(
         assert receiver.statistics().errors == {"MessageTooLargeError": 1}
         logged = "\n".join(r.getMessage() for r in caplog.records)
         assert "frame of 19 bytes above max_msg_size=16" in logged
+
+
+@pytest.mark.parametrize("above", [0, 1])
+async def test_an_announced_peer_may_send_oversized_frames_up_to_64_mib_to_be_skipped(
+    autojump_clock: trio.abc.Clock, above: int
+) -> None:
+    """Up to ``SKIP_OVERSIZED_UP_TO`` (64 MiB) a trio_chirp peer's oversized frame is skipped
+    unread and refused (the connection waits for its bytes); one byte more closes the
+    connection at the frame's fixed part."""
+    net = MemoryNetwork()
+    async with node(net, B, synchronous=False, max_msg_size=16, timeout=30.0) as receiver:
+        stream, _ = await net.host(A).connect(B, PORT)
+        size = 64 * 1024 * 1024 + above
+        head = encode_frame_head(bytes(range(16)), 1, 0, 0, size)
+        await stream.send_all(
+            encode_handshake(PORT, bytes(range(1, 17))) + encode_announcement(1, 1 << 20) + head
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        stats = receiver.statistics()
+        if above:
+            assert (stats.connections, stats.errors) == (0, {"MessageTooLargeError": 1})
+        else:
+            assert (stats.connections, stats.errors) == (1, {})  # skipping: waits for the payload
+        await stream.aclose()
