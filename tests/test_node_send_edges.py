@@ -2,15 +2,21 @@
 
 * A send in a cancelled scope raises ``Cancelled`` and sends nothing, even when it would
   have found room at once (the fast path is a cancellation point too).
+* A message above the peer's announced limit only with our header map says how many of
+  its bytes are the map's.
 """
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import trio
 import trio.testing
 from memnet_helpers import PORT, A, B, node, to
 
-from trio_chirp import Chirp
+from trio_chirp import Chirp, Message, MessageTooLargeError
+from trio_chirp._header import ChirpMeta, encode
 from trio_chirp.testing import MemoryNetwork
 
 
@@ -40,3 +46,28 @@ async def test_a_cancelled_send_sends_nothing(autojump_clock: trio.abc.Clock) ->
         assert got == [b"first", b"last"]
         assert dict(a.statistics().send_errors) == {}
         nursery.cancel_scope.cancel()
+
+
+async def test_a_message_over_the_limit_only_with_our_map_says_how_much_is_ours(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The error names the frame's size and how many of its bytes our header map added: the
+    rest is exactly what the application gave. Here its header is itself our map (as a
+    router forwards a received message's), which the deadline is merged into."""
+    net = MemoryNetwork()
+    async with (
+        node(net, B, synchronous=False, max_msg_size=1024) as b,
+        node(net, A, synchronous=False) as a,
+    ):
+        await a.send(to(B, b"small"))
+        await a.flush(B, PORT)
+        (await b.receive()).release()
+        app_header = encode(ChirpMeta(destination=("10.0.0.9", 3000)))
+        data = b"x" * (1024 - len(app_header))
+        with pytest.raises(MessageTooLargeError) as info, trio.fail_after(3):  # a deadline travels
+            await a.send(Message(data, header=app_header, address=B, port=PORT), synchronous=True)
+        found = re.search(r"message of (\d+) bytes \(header \+ data, (\d+) of them", str(info.value))
+        assert found is not None, str(info.value)
+        total, ours = int(found[1]), int(found[2])
+        assert ours > 0
+        assert total - ours == len(app_header) + len(data)
