@@ -5,7 +5,7 @@
   cancelled so takes nothing from the inbox.
 * During ``aclose()``'s grace (waiting for written synchronous messages' ACKs) a new send
   is refused with ``ShutdownError``, and a second ``aclose()`` returns only when the node
-  is closed.
+  is closed; if the connection of the message in flight fails, the grace ends at once.
 * A node whose block was left by an exception is closed: a later send raises
   ``ShutdownError``.
 """
@@ -17,7 +17,7 @@ import trio
 import trio.testing
 from memnet_helpers import PORT, A, B, node, to
 
-from trio_chirp import Chirp, ShutdownError
+from trio_chirp import Chirp, ConnectionLostError, ShutdownError
 from trio_chirp.testing import MemoryNetwork
 
 
@@ -108,3 +108,36 @@ async def test_a_node_left_by_an_exception_refuses_later_sends(autojump_clock: t
             await a.send(to(B))
         with pytest.raises(ShutdownError):
             await a.receive()
+
+
+async def test_the_close_grace_ends_when_the_connection_of_the_message_in_flight_fails(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """``aclose()`` waits for the ACK of a written synchronous message; if the connection it
+    was written on fails meanwhile, no ACK can come: the close goes on at once."""
+    net = MemoryNetwork()
+    async with node(net, B) as b, node(net, A, timeout=30.0) as a, trio.open_nursery() as nursery:
+        failed = trio.Event()
+
+        async def send() -> None:
+            with pytest.raises(ConnectionLostError):
+                await a.send(to(B, b"in flight"))
+            failed.set()
+
+        nursery.start_soon(send)
+        held = await b.receive()
+        closed_at: list[float] = []
+
+        async def close() -> None:
+            await a.aclose()
+            closed_at.append(trio.current_time())
+
+        nursery.start_soon(close)
+        await trio.testing.wait_all_tasks_blocked()
+        assert closed_at == []  # waiting for the ACK
+        cut_at = trio.current_time()
+        net.cut(A, B)
+        await failed.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert closed_at == [cut_at]
+        held.release()
