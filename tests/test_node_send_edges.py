@@ -4,6 +4,7 @@
   have found room at once (the fast path is a cancellation point too).
 * A message above the peer's announced limit only with our header map says how many of
   its bytes are the map's.
+* ``flush()`` raises as soon as the last message it waits for is lost.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import trio
 import trio.testing
 from memnet_helpers import PORT, A, B, node, to
 
-from trio_chirp import Chirp, Message, MessageTooLargeError
+from trio_chirp import CannotConnectError, Chirp, ConnectionLostError, Message, MessageTooLargeError
 from trio_chirp._header import ChirpMeta, encode
 from trio_chirp.testing import MemoryNetwork
 
@@ -71,3 +72,17 @@ async def test_a_message_over_the_limit_only_with_our_map_says_how_much_is_ours(
         total, ours = int(found[1]), int(found[2])
         assert ours > 0
         assert total - ours == len(app_header) + len(data)
+
+
+async def test_flush_raises_as_soon_as_the_last_unwritten_one_is_lost(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    net.refuse(B)  # nothing listens there: the dial fails, and the queued messages with it
+    async with node(net, A, synchronous=False, timeout=30.0) as a:
+        await a.send(to(B, b"one"))
+        started = trio.current_time()
+        with pytest.raises(ConnectionLostError, match=r"1 asynchronous message\(s\)") as info:
+            await a.flush(B, PORT)
+        assert isinstance(info.value.__cause__, CannotConnectError)
+        assert trio.current_time() == started  # at once, not at a deadline or a collection
