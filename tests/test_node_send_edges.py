@@ -4,6 +4,8 @@
   have found room at once (the fast path is a cancellation point too).
 * A message above the peer's announced limit only with our header map says how many of
   its bytes are the map's.
+* A sender waiting for queue room while the dial fails gets the dial's error at once; one
+  waiting while the dial is under way gets the place of a message whose caller left.
 * ``flush()`` raises as soon as the last message it waits for is lost.
 """
 
@@ -16,7 +18,14 @@ import trio
 import trio.testing
 from memnet_helpers import PORT, A, B, node, to
 
-from trio_chirp import CannotConnectError, Chirp, ConnectionLostError, Message, MessageTooLargeError
+from trio_chirp import (
+    CannotConnectError,
+    Chirp,
+    ChirpError,
+    ConnectionLostError,
+    Message,
+    MessageTooLargeError,
+)
 from trio_chirp._header import ChirpMeta, encode
 from trio_chirp.testing import MemoryNetwork
 
@@ -86,3 +95,53 @@ async def test_flush_raises_as_soon_as_the_last_unwritten_one_is_lost(
             await a.flush(B, PORT)
         assert isinstance(info.value.__cause__, CannotConnectError)
         assert trio.current_time() == started  # at once, not at a deadline or a collection
+
+
+async def test_a_sender_waiting_for_room_gets_the_failed_dials_error(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    net.refuse(B)
+    net.set_latency(A, B, 0.5)  # the refusal comes after a round trip
+    async with node(net, A, send_queue_size=1, timeout=30.0) as a, trio.open_nursery() as nursery:
+        errors: list[tuple[bytes, BaseException]] = []
+
+        async def send(data: bytes) -> None:
+            try:
+                await a.send(to(B, data))
+            except ChirpError as error:
+                errors.append((data, error))
+
+        nursery.start_soon(send, b"queued")
+        await trio.testing.wait_all_tasks_blocked(cushion=0.0)
+        started = trio.current_time()
+        nursery.start_soon(send, b"waiting for room")
+    assert sorted((data, type(error)) for data, error in errors) == [
+        (b"queued", CannotConnectError),
+        (b"waiting for room", CannotConnectError),
+    ]
+    assert trio.current_time() == started + 1.0  # at the refusal, not at a deadline
+
+
+async def test_a_withdrawn_message_makes_room_while_still_connecting(autojump_clock: trio.abc.Clock) -> None:
+    """The caller of a queued message leaves while the dial is still under way: its place
+    goes to the sender waiting for room, whose message is then the one delivered."""
+    net = MemoryNetwork()
+    net.set_latency(A, B, 0.5)  # the connect takes a second
+    async with (
+        node(net, B) as b,
+        node(net, A, send_queue_size=1, timeout=30.0) as a,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def give_up() -> None:
+            with trio.move_on_after(0.25):
+                await a.send(to(B, b"given up"))
+
+        nursery.start_soon(give_up)
+        await trio.testing.wait_all_tasks_blocked(cushion=0.0)
+        nursery.start_soon(a.send, to(B, b"waited for room"))
+        msg = await b.receive()
+        assert msg.data == b"waited for room"
+        msg.release()
+    assert b.statistics().messages_in == 1
