@@ -6,11 +6,14 @@
   its bytes are the map's.
 * A sender waiting for queue room while the dial fails gets the dial's error at once; one
   waiting while the dial is under way gets the place of a message whose caller left.
+* An asynchronous send that had to wait for queue room returns once its message is
+  accepted, not when it is written.
 * ``flush()`` raises as soon as the last message it waits for is lost.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 
 import pytest
@@ -27,6 +30,7 @@ from trio_chirp import (
     MessageTooLargeError,
 )
 from trio_chirp._header import ChirpMeta, encode
+from trio_chirp._protocol import encode_handshake
 from trio_chirp.testing import MemoryNetwork
 
 
@@ -145,3 +149,49 @@ async def test_a_withdrawn_message_makes_room_while_still_connecting(autojump_cl
         assert msg.data == b"waited for room"
         msg.release()
     assert b.statistics().messages_in == 1
+
+
+async def test_an_async_send_that_waited_for_room_returns_when_accepted(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """An asynchronous send returns when its message is accepted, also when it first had to
+    wait for queue room: not when the message is written (the peer here reads only when
+    told, so the third message is never written)."""
+    net = MemoryNetwork()
+    net.set_window(A, B, 1024)
+    streams: list[trio.abc.Stream] = []
+    accepted = trio.Event()
+
+    def on_accept(stream: trio.abc.Stream, peer: str) -> None:
+        streams.append(stream)
+        accepted.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            functools.partial(
+                net.host(B).serve, port=PORT, bind_v4="0.0.0.0", bind_v6=None, backlog=8, on_accept=on_accept
+            )
+        )
+        async with node(net, A, synchronous=False, send_queue_size=1, timeout=60.0) as a:
+            big = b"x" * 8192
+            await a.send(to(B, big))  # written first: the writer blocks on the small window
+            await accepted.wait()
+            await streams[0].send_all(encode_handshake(PORT, b"\xee" * 16))
+            await trio.testing.wait_all_tasks_blocked()
+            await a.send(to(B, big))  # queued: the queue is full now
+            returned = trio.Event()
+
+            async def third() -> None:
+                await a.send(to(B, b"third"))
+                returned.set()
+
+            nursery.start_soon(third)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not returned.is_set()  # waiting for room
+            while a.statistics().bytes_out == 0:  # read until the first message is written:
+                await streams[0].receive_some(1024)  # the writer takes the second, room frees
+                await trio.testing.wait_all_tasks_blocked()
+            with trio.fail_after(1.0):
+                await returned.wait()  # accepted, though not written
+            assert a.statistics().remotes[0].unwritten_async == 2  # the second and the third
+        nursery.cancel_scope.cancel()
