@@ -8,6 +8,8 @@
   waiting while the dial is under way gets the place of a message whose caller left.
 * An asynchronous send that had to wait for queue room returns once its message is
   accepted, not when it is written.
+* A synchronous send cancelled while its message is still queued withdraws it: it is
+  never written.
 * ``flush()`` raises as soon as the last message it waits for is lost.
 """
 
@@ -194,4 +196,21 @@ async def test_an_async_send_that_waited_for_room_returns_when_accepted(
             with trio.fail_after(1.0):
                 await returned.wait()  # accepted, though not written
             assert a.statistics().remotes[0].unwritten_async == 2  # the second and the third
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_cancelled_sync_send_still_queued_is_never_written(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    async with node(net, B) as b, node(net, A, timeout=30.0) as a, trio.open_nursery() as nursery:
+        nursery.start_soon(a.send, to(B, b"in flight"))
+        first = await b.receive()  # held: the next message waits in the queue behind it
+        with trio.move_on_after(1.0) as scope:
+            await a.send(to(B, b"given up"))
+        assert scope.cancelled_caught
+        assert a.statistics().queued == 0
+        got: list[bytes] = []
+        nursery.start_soon(_receive_all, b, got)
+        first.release()
+        await a.send(to(B, b"after"))  # written once the first is ACKed
+        assert got == [b"after"]
         nursery.cancel_scope.cancel()
