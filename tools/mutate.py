@@ -92,6 +92,10 @@ _NODE = [
     "--deselect=tests/test_user_defects.py::test_the_library_prints_nothing_without_the_applications_logging_config",
     "tests/test_user_defects_tcp.py",
     "tests/test_node_tcp.py",
+    # Routers and workers use the node's send with its options (SendOptions).
+    "tests/test_unit_router_workers.py",
+    "tests/test_unit_router_more.py",
+    "tests/test_unit_router_return.py",
 ]
 """The node's tests in this process, on the in-memory network and loopback TCP (a second or
 two each). An entry that starts with ``-`` is a pytest option (``--deselect``)."""
