@@ -30,8 +30,10 @@ async def test_flush_and_aclose_are_checkpoints_when_nothing_waits(autojump_cloc
         await a.flush(B, PORT)
         with trio.testing.assert_checkpoints():
             await a.flush(B, PORT)  # the remote is there, nothing left to write
+        started = trio.current_time()
         with trio.testing.assert_checkpoints():
-            await a.aclose()  # nothing in flight: no wait for an ACK
+            await a.aclose()  # connected, but nothing in flight: no wait for an ACK
+        assert trio.current_time() == started
 
 
 async def test_a_cancelled_receive_takes_nothing(autojump_clock: trio.abc.Clock) -> None:
