@@ -10,6 +10,9 @@
   accepted, not when it is written.
 * A synchronous send cancelled while its message is still queued withdraws it: it is
   never written.
+* A synchronous send that times out while still connecting withdraws its message.
+* A message may be sent again once its send returned; a header above the wire format's
+  limit is refused by ``send()`` itself.
 * ``flush()`` raises as soon as the last message it waits for is lost.
 """
 
@@ -27,6 +30,7 @@ from trio_chirp import (
     CannotConnectError,
     Chirp,
     ChirpError,
+    ChirpTimeoutError,
     ConnectionLostError,
     Message,
     MessageTooLargeError,
@@ -214,3 +218,42 @@ async def test_a_cancelled_sync_send_still_queued_is_never_written(autojump_cloc
         await a.send(to(B, b"after"))  # written once the first is ACKed
         assert got == [b"after"]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_message_may_be_sent_again_once_its_send_returned(autojump_clock: trio.abc.Clock) -> None:
+    """docs/node.md: a message is "in use" only while its send runs (synchronous sends and
+    those that waited for room both take the slow path)."""
+    net = MemoryNetwork()
+    got: list[bytes] = []
+    async with node(net, B) as b, node(net, A) as a, trio.open_nursery() as nursery:
+        nursery.start_soon(_receive_all, b, got)
+        msg = to(B, b"again")
+        await a.send(msg)
+        await a.send(msg)
+        assert got == [b"again", b"again"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_header_above_the_wire_limit_is_refused_by_send(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    async with node(net, B, synchronous=False) as b, node(net, A, synchronous=False) as a:
+        with pytest.raises(ValueError, match="the wire format allows at most 65535"):
+            await a.send(Message(b"data", header=b"h" * 65536, address=B, port=PORT))
+        await a.send(to(B, b"still fine"))  # nothing of it was queued or written
+        msg = await b.receive()
+        assert msg.data == b"still fine"
+        msg.release()
+
+
+async def test_a_send_timed_out_while_connecting_is_never_written(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    net.set_latency(A, B, 0.6)  # connected, handshakes included, after 1.8 s: past timeout
+    async with node(net, B) as b, node(net, A, timeout=1.0) as a:
+        with pytest.raises(ChirpTimeoutError, match="still connecting"):
+            await a.send(to(B, b"too late"))
+        await trio.sleep(5.0)  # the connection is up meanwhile
+        stats = a.statistics()
+        assert (stats.connections, stats.queued, stats.messages_out) == (1, 0, 0)
+        assert b.statistics().messages_in == 0
