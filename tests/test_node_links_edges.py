@@ -11,6 +11,8 @@ connections, as a user sees it through sends and ``statistics()``.
   has no errno.
 * A connection whose synchronous message awaits its ACK is not shed, however idle.
 * A peer we dialled is never taken for a TLS client, whatever its handshake looks like.
+* A connection the listener takes as the node begins to close is closed at once, without
+  our handshake.
 * ``slots_peak`` starts at 0 and keeps the peak of connections that have closed.
 """
 
@@ -214,3 +216,14 @@ async def test_a_connection_awaiting_an_ack_is_not_shed(
         assert (a.statistics().connections_refused, a.statistics().connections_shed) == (1, 0)
         held.release()
         await done.wait()
+
+
+async def test_a_connection_accepted_while_closing_is_closed_at_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    async with node(net, A) as a:
+        raw, _ = await net.host(D).connect(A, PORT)  # the listener has it, but has not run yet
+        await a.aclose()
+    with trio.fail_after(5.0):
+        assert await raw.receive_some(100) == b""  # closed, without our handshake
