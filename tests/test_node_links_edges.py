@@ -9,6 +9,8 @@ connections, as a user sees it through sends and ``statistics()``.
   remote's ``last_error``, and its reconnect is debounced (``reconnect_blocked``).
 * Accept failures are counted by their errno name, or by the exception's class when it
   has no errno.
+* ``max_handshakes`` limits incoming handshakes only: our own dial neither sheds one nor
+  is refused for them.
 * A connection whose synchronous message awaits its ACK is not shed, however idle.
 * A peer we dialled is never taken for a TLS client, whatever its handshake looks like.
 * A connection the listener takes as the node begins to close is closed at once, without
@@ -227,3 +229,21 @@ async def test_a_connection_accepted_while_closing_is_closed_at_once(
         await a.aclose()
     with trio.fail_after(5.0):
         assert await raw.receive_some(100) == b""  # closed, without our handshake
+
+
+async def test_our_dial_is_not_held_to_the_limit_of_incoming_handshakes(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    async with node(net, A, synchronous=False, max_handshakes=2) as a, node(net, B, synchronous=False) as b:
+        pending = [(await net.host(D).connect(A, PORT))[0] for _ in range(2)]  # never say hello
+        await trio.testing.wait_all_tasks_blocked()
+        assert a.statistics().connections == 2
+        await a.send(to(B, b"out"))
+        await a.flush(B, PORT)
+        msg = await b.receive()
+        msg.release()
+        stats = a.statistics()
+        assert (stats.connections, stats.connections_shed, stats.connections_refused) == (3, 0, 0)
+        for stream in pending:
+            await stream.aclose()
