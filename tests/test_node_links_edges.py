@@ -15,6 +15,8 @@ connections, as a user sees it through sends and ``statistics()``.
 * A peer we dialled is never taken for a TLS client, whatever its handshake looks like.
 * A connection the listener takes as the node begins to close is closed at once, without
   our handshake.
+* A dial that connects after the node began to close is closed at once, without our
+  handshake.
 * ``slots_peak`` starts at 0 and keeps the peak of connections that have closed.
 """
 
@@ -247,3 +249,24 @@ async def test_our_dial_is_not_held_to_the_limit_of_incoming_handshakes(
         assert (stats.connections, stats.connections_shed, stats.connections_refused) == (3, 0, 0)
         for stream in pending:
             await stream.aclose()
+
+
+async def test_a_dial_connected_after_the_close_began_says_nothing(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A connect that completes during ``aclose()``'s grace is closed at once: the peer
+    sees the stream end without our handshake."""
+    net = MemoryNetwork()
+    net.set_latency(A, B, 0.5)  # the dial to B connects after a second
+    late = FakePeer(net, B)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(late.run)
+        async with node(net, C) as c, node(net, A, timeout=30.0) as a:
+            nursery.start_soon(a.send, to(C, b"in flight"))
+            held = await c.receive()  # keeps aclose() in its grace
+            await a.send(to(B, b"queued"), synchronous=False)  # starts the dial
+            nursery.start_soon(a.aclose)
+            await late.eof.wait()
+            assert [event for _, event in late.events] == ["EOF"]
+            held.release()
+        nursery.cancel_scope.cancel()
