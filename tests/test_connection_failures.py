@@ -6,6 +6,8 @@ user sees it: which error, counted where, and that the connection is gone.
   connection), not by the writer task.
 * A flood of frames above ``max_msg_size``, past what the node answers with refusals,
   closes the connection with an error that names the frame's size and the limit.
+* A connection whose peer reset it while our reader waited for a slot is closed as lost
+  (counted) when the peer reconnects.
 * A trio_chirp peer's oversized frame up to 64 MiB is skipped unread; one byte more closes
   the connection at once.
 """
@@ -84,3 +86,27 @@ async def test_an_announced_peer_may_send_oversized_frames_up_to_64_mib_to_be_sk
         else:
             assert (stats.connections, stats.errors) == (1, {})  # skipping: waits for the payload
         await stream.aclose()
+
+
+async def test_a_reset_found_when_the_peer_reconnects_is_counted(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Our reader stopped (its one slot is held), so it misses the peer's reset; when the
+    restarted peer connects again, the old connection is closed as lost, not as routine:
+    counted, with the reason."""
+    net = MemoryNetwork()
+    async with node(net, A) as a:  # synchronous: one receive slot per connection
+        async with node(net, B, synchronous=False) as b:
+            await b.send(to(A, b"one"))
+            await b.send(to(A, b"two"))  # waits in the stream: A's reader has no slot for it
+            await b.flush(A, PORT)
+            held = await a.receive()
+            net.crash(B)
+        started = trio.current_time()
+        async with node(net, B, synchronous=False) as restarted:
+            await restarted.send(to(A, b"three"))
+            await restarted.flush(A, PORT)
+            await trio.testing.wait_all_tasks_blocked()
+            assert trio.current_time() == started  # before the reader's own probe of the stream
+            assert a.statistics().errors == {"ConnectionLostError": 1}
+        held.release()
