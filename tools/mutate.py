@@ -71,6 +71,7 @@ _NODE = [
     "tests/test_node_links_edges.py",
     "tests/test_connection_failures.py",
     "tests/test_connection_writes.py",
+    "tests/test_connection_traffic.py",
     "tests/test_remote_connections.py",
     "tests/test_node_surface.py",
     "tests/test_node_memory.py",
