@@ -4,16 +4,18 @@ user compares them between two nodes: every byte one wrote, the other read.
 * What a node reads is the peer's handshake and announcement plus every frame it wrote.
 * A batch that ``write_now()`` could not finish at once (a small window) is finished by
   the writer task and counted like any other.
+* The bytes a prelude read (sniffing a local peer's first bytes) count as read.
 """
 
 from __future__ import annotations
 
 import trio
 import trio.testing
-from memnet_helpers import PORT, A, B, node, to
+from memnet_helpers import PORT, A, B, LowRandom, node, to
+from tls_helpers import PKISet
 
-from trio_chirp import Chirp
-from trio_chirp._protocol import encode_announcement, encode_handshake
+from trio_chirp import Chirp, open_chirp
+from trio_chirp._protocol import encode_announcement, encode_frame, encode_handshake
 from trio_chirp.testing import MemoryNetwork
 
 OPENING = len(encode_handshake(PORT, bytes(16))) + len(encode_announcement(1, 1))
@@ -51,3 +53,20 @@ async def test_a_batch_the_writer_finishes_for_write_now_is_counted(autojump_clo
         sent, got = a.statistics(), b.statistics()
         assert (sent.messages_out, got.messages_in) == (2, 2)
         assert got.bytes_in == sent.bytes_out + OPENING
+
+
+async def test_bytes_a_prelude_read_are_counted(pki: PKISet, autojump_clock: trio.abc.Clock) -> None:
+    """A node with certificates sniffs a local peer's first bytes (TLS or plaintext?); what
+    the sniffing read counts as read like the rest."""
+    net = MemoryNetwork()
+    config = pki.config("beta", port=PORT, synchronous=False)
+    async with open_chirp(config, transport=net.host("127.0.0.2"), rng=LowRandom(7)) as b:
+        raw, _ = await net.host("127.0.0.1").connect("127.0.0.2", PORT)
+        sent = encode_handshake(PORT + 5, bytes(range(1, 17))) + encode_frame(bytes(16), 1, 0, b"", b"plain")
+        await raw.send_all(sent)
+        with trio.fail_after(5.0):
+            msg = await b.receive()
+        assert msg.data == b"plain"
+        msg.release()
+        assert b.statistics().bytes_in == len(sent)
+        await raw.aclose()
