@@ -8,12 +8,14 @@ user sees it: which error, counted where, and that the connection is gone.
   closes the connection with an error that names the frame's size and the limit.
 * A connection whose peer reset it while our reader waited for a slot is closed as lost
   (counted) when the peer reconnects.
+* A write the peer does not take within ``timeout`` closes the connection.
 * A trio_chirp peer's oversized frame up to 64 MiB is skipped unread; one byte more closes
   the connection at once.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import pytest
@@ -21,7 +23,7 @@ import trio
 import trio.testing
 from memnet_helpers import PORT, A, B, node, to
 
-from trio_chirp import ChirpTimeoutError
+from trio_chirp import ChirpTimeoutError, ConnectionLostError
 from trio_chirp._protocol import encode_announcement, encode_frame, encode_frame_head, encode_handshake
 from trio_chirp.testing import MemoryNetwork
 
@@ -110,3 +112,34 @@ async def test_a_reset_found_when_the_peer_reconnects_is_counted(
             assert trio.current_time() == started  # before the reader's own probe of the stream
             assert a.statistics().errors == {"ConnectionLostError": 1}
         held.release()
+
+
+async def test_a_write_the_peer_does_not_take_within_timeout_closes_the_connection(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    net = MemoryNetwork()
+    net.set_window(A, B, 1024)
+    accepted: list[trio.abc.Stream] = []
+
+    async with trio.open_nursery() as nursery:
+
+        def on_accept(stream: trio.abc.Stream, peer: str) -> None:
+            accepted.append(stream)
+            nursery.start_soon(stream.send_all, encode_handshake(PORT, b"\xee" * 16))  # then never reads
+
+        await nursery.start(
+            functools.partial(
+                net.host(B).serve, port=PORT, bind_v4="0.0.0.0", bind_v6=None, backlog=8, on_accept=on_accept
+            )
+        )
+        async with node(net, A, synchronous=False, timeout=2.0) as a:
+            await a.send(to(B, b"z" * 8192))
+            started = trio.current_time()
+            with pytest.raises(ConnectionLostError) as info:
+                await a.flush(B, PORT)
+            assert trio.current_time() - started == pytest.approx(2.0)
+            assert "took longer than timeout=2.0s" in str(info.value.__cause__)
+            assert a.statistics().errors == {"ChirpTimeoutError": 1}
+            assert a.statistics().connections == 0
+        nursery.cancel_scope.cancel()
