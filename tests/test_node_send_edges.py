@@ -13,6 +13,8 @@
 * A synchronous send that times out while still connecting withdraws its message.
 * A message may be sent again once its send returned; a header above the wire format's
   limit is refused by ``send()`` itself.
+* A message that expired in the queue, or that the peer's announced limit refuses when it
+  is taken, does not hold up the messages behind it.
 * ``flush()`` raises as soon as the last message it waits for is lost.
 """
 
@@ -84,8 +86,10 @@ async def test_a_message_over_the_limit_only_with_our_map_says_how_much_is_ours(
         (await b.receive()).release()
         app_header = encode(ChirpMeta(destination=("10.0.0.9", 3000)))
         data = b"x" * (1024 - len(app_header))
+        started = trio.current_time()
         with pytest.raises(MessageTooLargeError) as info, trio.fail_after(3):  # a deadline travels
             await a.send(Message(data, header=app_header, address=B, port=PORT), synchronous=True)
+        assert trio.current_time() == started  # refused as it was taken: not at its deadline
         found = re.search(r"message of (\d+) bytes \(header \+ data, (\d+) of them", str(info.value))
         assert found is not None, str(info.value)
         total, ours = int(found[1]), int(found[2])
@@ -126,9 +130,11 @@ async def test_a_sender_waiting_for_room_gets_the_failed_dials_error(
         await trio.testing.wait_all_tasks_blocked(cushion=0.0)
         started = trio.current_time()
         nursery.start_soon(send, b"waiting for room")
+        nursery.start_soon(send, b"waiting too")  # more waiting than the one place withdrawn
     assert sorted((data, type(error)) for data, error in errors) == [
         (b"queued", CannotConnectError),
         (b"waiting for room", CannotConnectError),
+        (b"waiting too", CannotConnectError),
     ]
     assert trio.current_time() == started + 1.0  # at the refusal, not at a deadline
 
@@ -214,8 +220,17 @@ async def test_a_cancelled_sync_send_still_queued_is_never_written(autojump_cloc
         assert a.statistics().queued == 0
         got: list[bytes] = []
         nursery.start_soon(_receive_all, b, got)
+        sent = trio.Event()
+
+        async def after() -> None:
+            await a.send(to(B, b"after"))  # queued behind the withdrawn one
+            sent.set()
+
+        nursery.start_soon(after)
+        await trio.testing.wait_all_tasks_blocked()
         first.release()
-        await a.send(to(B, b"after"))  # written once the first is ACKed
+        with trio.fail_after(5.0):  # the withdrawn entry does not hold up the one behind it
+            await sent.wait()
         assert got == [b"after"]
         nursery.cancel_scope.cancel()
 
@@ -251,9 +266,56 @@ async def test_a_send_timed_out_while_connecting_is_never_written(
     net = MemoryNetwork()
     net.set_latency(A, B, 0.6)  # connected, handshakes included, after 1.8 s: past timeout
     async with node(net, B) as b, node(net, A, timeout=1.0) as a:
-        with pytest.raises(ChirpTimeoutError, match="still connecting"):
+        with pytest.raises(ChirpTimeoutError, match="still connecting") as info:
             await a.send(to(B, b"too late"))
+        assert "last attempt" not in str(info.value)  # there was none to report
         await trio.sleep(5.0)  # the connection is up meanwhile
         stats = a.statistics()
         assert (stats.connections, stats.queued, stats.messages_out) == (1, 0, 0)
         assert b.statistics().messages_in == 0
+
+
+async def test_an_async_message_expired_in_the_queue_does_not_hold_up_the_next(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    net.set_latency(A, B, 0.6)  # connected, handshakes included, after 1.8 s
+    async with node(net, B, synchronous=False) as b, node(net, A, synchronous=False, timeout=1.0) as a:
+        await a.send(to(B, b"expires"))  # its deadline (1 s) passes before the connection is up
+        await trio.sleep(0.9)
+        await a.send(to(B, b"in time"))
+        with trio.fail_after(5.0), pytest.raises(ConnectionLostError, match="expired in the queue"):
+            await a.flush(B, PORT)
+        msg = await b.receive()
+        assert msg.data == b"in time"
+        msg.release()
+        assert b.statistics().messages_in == 1
+
+
+async def test_a_message_refused_at_the_announced_limit_does_not_hold_up_the_next(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    async with (
+        node(net, B, synchronous=False, max_msg_size=1024) as b,
+        node(net, A, synchronous=False) as a,
+    ):
+        await a.send(to(B, b"x" * 2000))  # queued before B announced its limit: refused then
+        await a.send(to(B, b"small"))
+        with trio.fail_after(5.0), pytest.raises(ConnectionLostError, match="above the max_msg_size"):
+            await a.flush(B, PORT)
+        msg = await b.receive()
+        assert msg.data == b"small"
+        msg.release()
+        with pytest.raises(MessageTooLargeError) as info:  # the limit is known now: at once
+            await a.send(to(B, b"x" * 2000))
+        assert "header map" not in str(info.value)  # none of it is ours
+
+
+async def test_a_sync_message_refused_when_taken_fails_at_once(autojump_clock: trio.abc.Clock) -> None:
+    net = MemoryNetwork()
+    async with node(net, B, max_msg_size=1024), node(net, A, timeout=30.0) as a:
+        started = trio.current_time()
+        with pytest.raises(MessageTooLargeError, match="as it announced"):
+            await a.send(to(B, b"x" * 2000))  # waits for the connection; refused when taken
+        assert trio.current_time() == started

@@ -1,12 +1,16 @@
-"""A remote's connections (``_remote.Remote.attach``): when two nodes dial each other at
-once, each remote ends up with two connections, the later handshake's as current and the
-other kept as old (still read) until the garbage collection closes it when idle."""
+"""A remote's connections (``_remote.Remote``).
+
+* When two nodes dial each other at once, each remote ends up with two connections, the
+  later handshake's as current and the other kept as old (still read) until the garbage
+  collection closes it when idle.
+* After a long idle, one NOOP probe precedes the next frames, however many are queued.
+"""
 
 from __future__ import annotations
 
 import trio
 import trio.testing
-from memnet_helpers import PORT, A, B, node, to
+from memnet_helpers import PORT, A, B, FakePeer, node, to
 
 from trio_chirp import Chirp
 from trio_chirp.testing import MemoryNetwork
@@ -43,3 +47,23 @@ async def test_crossing_dials_keep_the_replaced_connection_as_old_until_it_is_co
             (await b.receive()).release()
         assert a.statistics().connections == 1
         assert _connections_to(a, B) == 1
+
+
+async def test_after_a_long_idle_one_noop_probe_precedes_a_burst(autojump_clock: trio.abc.Clock) -> None:
+    """Idle past ``noop_threshold``, the next frames are preceded by one NOOP (the peer may
+    be collecting us: docs/protocol.md, section 7.2), not by one per message queued."""
+    net = MemoryNetwork()
+    peer = FakePeer(net, B)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(peer.run)
+        async with node(net, A, synchronous=False) as a:
+            await a.send(to(B, b"first"))
+            await a.flush(B, PORT)
+            await trio.sleep(a.config.noop_threshold + 1.0)
+            for _ in range(3):
+                await a.send(to(B, b"burst"))
+            await a.flush(B, PORT)
+            await trio.testing.wait_all_tasks_blocked()
+            kinds = ["NOOP" if f.is_noop else "DATA" for f in peer.frames()]
+            assert kinds == ["DATA", "NOOP", "DATA", "DATA", "DATA"]
+        nursery.cancel_scope.cancel()
