@@ -57,3 +57,61 @@ async def test_flush_writes_what_is_pending_at_once(caplog: pytest.LogCaptureFix
         log.flush()
         assert _lines(caplog) == ["failed", "1 more failures with 10.0.0.1 in the last 10 s"]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_summary_goes_to_the_logger_its_first_event_went_to(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A router's or a worker's failures are logged on its own logger; their summary line
+    must be found there too, not on the node's (``log=`` of ``limited``)."""
+    caplog.set_level(logging.WARNING)
+    router_log = logging.getLogger("trio_chirp.router")
+    async with trio.open_nursery() as nursery:
+        log = NodeLog(nursery.start_soon)
+        log.limited("10.0.0.1", "E", "forwarding failures", "forwarding failed: %s", "x", log=router_log)
+        log.limited("10.0.0.1", "E", "forwarding failures", "forwarding failed: %s", "y", log=router_log)
+        log.limited("10.0.0.2", "F", "failures", "failed: %s", "z")
+        log.limited("10.0.0.2", "F", "failures", "failed: %s", "w")
+        await trio.sleep(10.0 + 0.001)
+        await trio.testing.wait_all_tasks_blocked()
+        lines = [(r.name, r.getMessage()) for r in caplog.records]
+        assert lines == [
+            ("trio_chirp.router", "forwarding failed: x"),
+            ("trio_chirp.node", "failed: z"),
+            ("trio_chirp.router", "1 more forwarding failures with 10.0.0.1 in the last 10 s"),
+            ("trio_chirp.node", "1 more failures with 10.0.0.2 in the last 10 s"),
+        ]
+        # The next window: the same key's first event on the node's own logger takes its
+        # summary there (the last window's channel is forgotten).
+        log.limited("10.0.0.1", "E", "forwarding failures", "forwarding failed: %s", "v")
+        log.limited("10.0.0.1", "E", "forwarding failures", "forwarding failed: %s", "u")
+        log.flush()
+        assert [(r.name, r.getMessage()) for r in caplog.records][4:] == [
+            ("trio_chirp.node", "forwarding failed: v"),
+            ("trio_chirp.node", "1 more forwarding failures with 10.0.0.1 in the last 10 s"),
+        ]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_window_that_ended_without_repeats_leaves_no_channel_behind(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A window with no repeats ends silently (no summary); the logger its key used then must
+    not take the summary of the same key's repeats in a later window."""
+    caplog.set_level(logging.WARNING)
+    async with trio.open_nursery() as nursery:
+        log = NodeLog(nursery.start_soon)
+        log.limited(
+            "10.0.0.1", "E", "failures", "failed: %s", "x", log=logging.getLogger("trio_chirp.workers")
+        )
+        await trio.sleep(10.0 + 0.001)  # that window ends with nothing to summarise
+        log.limited("10.0.0.1", "E", "failures", "failed: %s", "y")
+        log.limited("10.0.0.1", "E", "failures", "failed: %s", "z")
+        await trio.sleep(10.0 + 0.001)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [(r.name, r.getMessage()) for r in caplog.records] == [
+            ("trio_chirp.workers", "failed: x"),
+            ("trio_chirp.node", "failed: y"),
+            ("trio_chirp.node", "1 more failures with 10.0.0.1 in the last 10 s"),
+        ]
+        nursery.cancel_scope.cancel()

@@ -1,12 +1,16 @@
 """Mutation testing for trio_chirp: ``python3 dev.py mutate [--minutes N] [module ...]``.
 
+This module runs mutants; ``mutants.py`` makes them (what each change is, what is never
+changed). The two are apart because they answer different questions: "is this survivor
+a real gap?" is judged from ``mutants.py`` alone, "which tests, how long, what came out"
+from here.
+
 For each module (``_sniff``, ``_protocol.parser``, ``_node._links``; all of ``TESTS`` when
-none is named) this makes small changes to its syntax tree one at a time (a mutant: ``<``
-for ``<=``, ``and`` for ``or``, a constant plus one, a call statement dropped, ...), runs
-the fast tests that cover the module (``TESTS``, the one mapping) against each, and prints
-killed / survived / timed out per module. A mutant no test notices is a survivor: either a
-missing test, or an equivalent mutant (it cannot change behaviour), which is listed with
-its reason in ``docs/mutation.md`` (the tool reads that list and counts them apart).
+none is named) this runs the fast tests that cover the module (``TESTS``, the one mapping)
+against each of its mutants, and prints killed / survived / timed out per module. A mutant
+no test notices is a survivor: either a missing test, or an equivalent mutant (it cannot
+change behaviour), which is listed with its reason in ``docs/mutation.md`` (read here, and
+counted apart).
 
 How a mutant runs: the source on disk is never changed. This process imports pytest and the
 heavy libraries once, then forks one child per mutant; the child puts an import hook in
@@ -43,6 +47,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import CodeType, ModuleType
 
+from mutants import apply, sites
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "trio_chirp"
 RESULTS = Path(os.environ.get("MUTATE_RESULTS", ROOT / ".cache" / "mutation"))
@@ -59,6 +65,14 @@ _NODE = [
     "tests/test_unit_remote_table_edges.py",
     "tests/test_unit_delivery.py",
     "tests/test_unit_node_log.py",
+    "tests/test_node_pacing.py",
+    "tests/test_node_close_and_checkpoints.py",
+    "tests/test_node_send_edges.py",
+    "tests/test_node_links_edges.py",
+    "tests/test_connection_failures.py",
+    "tests/test_connection_writes.py",
+    "tests/test_connection_traffic.py",
+    "tests/test_remote_connections.py",
     "tests/test_node_surface.py",
     "tests/test_node_memory.py",
     "tests/test_node_pins.py",
@@ -69,8 +83,23 @@ _NODE = [
     "tests/test_memory_network.py",
     "tests/test_lockups.py",
     "tests/test_hostile_handshake.py",
+    "tests/test_announcement.py",
+    "tests/test_testing_nodes.py",
+    "tests/test_errors.py",
+    "tests/test_user_defects.py",
+    # The two of that file that run a subprocess (mypy, a fresh interpreter): seconds, and
+    # blind to a mutant.
+    "--deselect=tests/test_user_defects.py::test_an_app_using_received_addresses_type_checks",
+    "--deselect=tests/test_user_defects.py::test_the_library_prints_nothing_without_the_applications_logging_config",
+    "tests/test_user_defects_tcp.py",
+    "tests/test_node_tcp.py",
+    # Routers and workers use the node's send with its options (SendOptions).
+    "tests/test_unit_router_workers.py",
+    "tests/test_unit_router_more.py",
+    "tests/test_unit_router_return.py",
 ]
-"""The node's tests on the in-memory network (a second or two each)."""
+"""The node's tests in this process, on the in-memory network and loopback TCP (a second or
+two each). An entry that starts with ``-`` is a pytest option (``--deselect``)."""
 
 TESTS: dict[str, list[str]] = {
     # modules that do no I/O of their own
@@ -100,12 +129,12 @@ TESTS: dict[str, list[str]] = {
     "_address": ["tests/test_config.py", "tests/test_message.py", "tests/test_unit_address.py"],
     # the node, the connection, the remote, routers and workers
     "_node._delivery": _NODE,
-    "_node._links": [*_NODE, *_SNIFFING],
+    "_node._links": [*_NODE, "tests/test_tls.py"],
     "_node._remotes": _NODE,
     "_node._sending": [*_NODE, "tests/test_message.py"],
     "_node._chirp": _NODE,
     "_node._log": _NODE,
-    "_connection": _NODE,
+    "_connection": [*_NODE, "tests/test_tls.py"],
     "_remote": _NODE,
     "_router": [
         "tests/test_unit_router_workers.py",
@@ -119,213 +148,6 @@ TESTS: dict[str, list[str]] = {
 """Module (under ``trio_chirp``) -> the fast tests that cover it. Tests that run the package
 in another process (interop, examples, pytester subprocesses) cannot see a mutant and are
 left out, and so is the lock-up hunt (minutes, not seconds)."""
-
-# --- mutants ---------------------------------------------------------------------------------
-
-_BINOPS: dict[type[ast.operator], type[ast.operator]] = {
-    ast.Add: ast.Sub,
-    ast.Sub: ast.Add,
-    ast.Mult: ast.Div,
-    ast.Div: ast.Mult,
-    ast.FloorDiv: ast.Mult,
-    ast.Mod: ast.FloorDiv,
-    ast.Pow: ast.Mult,
-    ast.LShift: ast.RShift,
-    ast.RShift: ast.LShift,
-    ast.BitAnd: ast.BitOr,
-    ast.BitOr: ast.BitAnd,
-    ast.BitXor: ast.BitAnd,
-}
-_CMPOPS: dict[type[ast.cmpop], type[ast.cmpop]] = {
-    ast.Lt: ast.LtE,
-    ast.LtE: ast.Lt,
-    ast.Gt: ast.GtE,
-    ast.GtE: ast.Gt,
-    ast.Eq: ast.NotEq,
-    ast.NotEq: ast.Eq,
-    ast.Is: ast.IsNot,
-    ast.IsNot: ast.Is,
-    ast.In: ast.NotIn,
-    ast.NotIn: ast.In,
-}
-_SYMBOL = {
-    ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%",
-    ast.Pow: "**", ast.LShift: "<<", ast.RShift: ">>", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^",
-    ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=",
-    ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in", ast.And: "and", ast.Or: "or",
-}  # fmt: skip
-_LOG_NAMES = {"logger", "log", "_log", "warnings"}
-NO_MUTATE = "pragma: no mutate"
-
-
-@dataclass(frozen=True)
-class Site:
-    """One mutant: the ``index``-th node of ``ast.walk`` of the module, and what is done to it."""
-
-    index: int
-    line: int
-    col: int
-    what: str
-    scope: str
-    """The enclosing function (``Class.method``), or ``(module)`` at the top level."""
-
-    def key(self, module: str) -> str:
-        return f"{module}:{self.line}:{self.col}: {self.what}"
-
-
-def _is_log_call(node: ast.AST) -> bool:
-    """A call to ``logger.x(...)``, ``self._log.x(...)``, ``warnings.warn(...)``: messages only."""
-    if isinstance(node, ast.Await):
-        node = node.value
-    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
-        return False
-    owner = node.func.value
-    name = owner.attr if isinstance(owner, ast.Attribute) else owner.id if isinstance(owner, ast.Name) else ""
-    return name in _LOG_NAMES
-
-
-def _never_mutated(node: ast.AST) -> bool:
-    """A ``TYPE_CHECKING`` block, ``__all__`` or ``__slots__``, a log call, an import."""
-    if isinstance(node, ast.If):
-        return "TYPE_CHECKING" in ast.unparse(node.test)
-    if isinstance(node, ast.Assign):
-        return any(isinstance(t, ast.Name) and t.id in {"__all__", "__slots__"} for t in node.targets)
-    if isinstance(node, ast.Expr):
-        return _is_log_call(node.value)
-    return isinstance(node, ast.ImportFrom | ast.Import)
-
-
-def _skipped_nodes(tree: ast.Module, lines: Sequence[str]) -> set[int]:
-    """ids of nodes not to mutate: docstrings, annotations, ``TYPE_CHECKING`` blocks,
-    ``__all__``, log calls, and lines marked ``# pragma: no mutate``."""
-    skipped: set[int] = set()
-
-    def skip(node: ast.AST | None) -> None:
-        if node is not None:
-            skipped.update(id(n) for n in ast.walk(node))
-
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
-            first = body[0].value
-            if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                skip(body[0])
-        if isinstance(node, ast.arg | ast.AnnAssign):
-            skip(node.annotation)
-        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            skip(node.returns)
-            for deco in node.decorator_list:
-                skip(deco)
-        elif isinstance(node, ast.ClassDef):
-            for deco in node.decorator_list:
-                skip(deco)
-            for base in node.bases:
-                skip(base)
-        elif _never_mutated(node):
-            skip(node)
-        if hasattr(node, "lineno") and NO_MUTATE in lines[node.lineno - 1]:
-            skip(node)
-    return skipped
-
-
-def sites(source: str) -> list[Site]:
-    """Every mutant of ``source``, in ``ast.walk`` order."""
-    tree = ast.parse(source)
-    lines = source.splitlines()
-    skipped = _skipped_nodes(tree, lines)
-    found: list[Site] = []
-
-    parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
-
-    def scope_of(node: ast.AST) -> str:
-        names = []
-        while node in parents:
-            node = parents[node]
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                names.append(node.name)
-        return ".".join(reversed(names)) or "(module)"
-
-    def add(i: int, node: ast.AST, what: str) -> None:
-        line, col = getattr(node, "lineno", 0), getattr(node, "col_offset", 0)
-        found.append(Site(i, line, col, what, scope_of(node)))
-
-    for i, node in enumerate(ast.walk(tree)):
-        if id(node) in skipped:
-            continue
-        if isinstance(node, ast.BinOp | ast.AugAssign) and type(node.op) in _BINOPS:
-            new = _BINOPS[type(node.op)]
-            add(i, node, f"`{_SYMBOL[type(node.op)]}` -> `{_SYMBOL[new]}`")
-        elif isinstance(node, ast.Compare):
-            for k, op in enumerate(node.ops):
-                add(i, node, f"`{_SYMBOL[type(op)]}` -> `{_SYMBOL[_CMPOPS[type(op)]]}` #{k}")
-        elif isinstance(node, ast.BoolOp):
-            other = "or" if isinstance(node.op, ast.And) else "and"
-            add(i, node, f"`{_SYMBOL[type(node.op)]}` -> `{other}`")
-        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-            add(i, node, "`not x` -> `x`")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, bool):
-            add(i, node, f"`{node.value}` -> `{not node.value}`")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-            add(i, node, f"`{node.value!r}` -> `{node.value + 1!r}`")
-        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call | ast.Await):
-            add(i, node, "call statement removed")
-        elif isinstance(node, ast.Return) and node.value is not None:
-            # Not for a constant: ``return None`` is no change, ``return False`` -> None is
-            # the same to every caller that tests truth, and True/False are flipped anyway.
-            if not isinstance(node.value, ast.Constant):
-                add(i, node, "`return x` -> `return None`")
-        elif isinstance(node, ast.Break):
-            add(i, node, "`break` -> `continue`")
-        elif isinstance(node, ast.Continue):
-            add(i, node, "`continue` -> `break`")
-        elif (
-            isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in {"min", "max"}
-        ):
-            add(i, node, f"`{node.func.id}` -> `{'max' if node.func.id == 'min' else 'min'}`")
-    return found
-
-
-def mutate(source: str, site: Site) -> ast.Module:
-    """A fresh tree of ``source`` with ``site`` applied."""
-    tree = ast.parse(source)
-    node = next(n for i, n in enumerate(ast.walk(tree)) if i == site.index)
-    if isinstance(node, ast.BinOp | ast.AugAssign):
-        node.op = _BINOPS[type(node.op)]()
-    elif isinstance(node, ast.Compare):
-        k = int(site.what.rsplit("#", 1)[1])
-        node.ops[k] = _CMPOPS[type(node.ops[k])]()
-    elif isinstance(node, ast.BoolOp):
-        node.op = ast.Or() if isinstance(node.op, ast.And) else ast.And()
-    elif isinstance(node, ast.UnaryOp):
-        _replace(tree, node, node.operand)
-    elif isinstance(node, ast.Constant) and isinstance(node.value, bool):
-        node.value = not node.value
-    elif isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-        node.value = node.value + 1
-    elif isinstance(node, ast.Expr):
-        _replace(tree, node, ast.Pass())
-    elif isinstance(node, ast.Return):
-        node.value = ast.Constant(None)
-    elif isinstance(node, ast.Break):
-        _replace(tree, node, ast.Continue())
-    elif isinstance(node, ast.Continue):
-        _replace(tree, node, ast.Break())
-    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        node.func.id = "max" if node.func.id == "min" else "min"
-    return ast.fix_missing_locations(tree)
-
-
-def _replace(tree: ast.AST, old: ast.AST, new: ast.AST) -> None:
-    ast.copy_location(new, old)
-    for parent in ast.walk(tree):
-        for name, value in ast.iter_fields(parent):
-            if value is old:
-                setattr(parent, name, new)
-                return
-            if isinstance(value, list) and any(v is old for v in value):
-                value[[v is old for v in value].index(True)] = new
-                return
-
 
 # --- running ---------------------------------------------------------------------------------
 
@@ -404,6 +226,13 @@ def _run_child(
     if code_ in (1, 2, 3):  # tests failed, a collection error (the mutant does not import), internal
         return "killed", seconds
     return "error", seconds  # 4: usage, 5: no tests collected, or a signal
+
+
+def _existing(tests: list[str]) -> list[str]:
+    """The tests of ``tests`` that exist, with its pytest options; none if no test exists
+    (options alone would make pytest run the whole suite)."""
+    found = [t for t in tests if not t.startswith("-") and (ROOT / t.split("::")[0]).exists()]
+    return [t for t in tests if t in found or t.startswith("-")] if found else []
 
 
 def _path(module: str) -> Path:
@@ -491,7 +320,7 @@ def run_module(module: str, tests: list[str], budget: float, rng_seed: int) -> T
             tally.not_run += 1
             tally.outcomes.append(Outcome(site.key(module), "not run", 0.0, line_text, site.scope))
             continue
-        code = compile(mutate(source, site), str(path), "exec")
+        code = compile(apply(source, site), str(path), "exec")
         status, seconds = _run_child(module, code, tests, log, limit)
         if status == "survived" and (site.scope, line_text, site.what) in known:
             status = "equivalent"
@@ -599,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tallies: list[Tally] = []
     # The test files as they are now (files added during the run do not change it).
     chosen = {m: args.tests or TESTS[m] for m in modules}
-    tests = {m: [t for t in chosen[m] if (ROOT / t.split("::")[0]).exists()] for m in modules}
+    tests = {m: _existing(chosen[m]) for m in modules}
     for k, module in enumerate(modules):
         left = budget - (time.monotonic() - started)
         share = left / (len(modules) - k)
