@@ -73,6 +73,8 @@ _NODE = [
     "tests/test_connection_writes.py",
     "tests/test_connection_traffic.py",
     "tests/test_remote_connections.py",
+    "tests/test_pipelining.py",
+    "tests/test_reading.py",
     "tests/test_node_surface.py",
     "tests/test_node_memory.py",
     "tests/test_node_pins.py",
@@ -136,6 +138,8 @@ TESTS: dict[str, list[str]] = {
     "_node._log": _NODE,
     "_connection": [*_NODE, "tests/test_tls.py"],
     "_remote": _NODE,
+    "_reading": [*_NODE, "tests/test_tls.py"],
+    "_deadline": ["tests/test_deadline.py", "tests/test_requests.py"],
     "_router": [
         "tests/test_unit_router_workers.py",
         "tests/test_unit_router_more.py",
