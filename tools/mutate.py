@@ -75,6 +75,7 @@ _NODE = [
     "tests/test_remote_connections.py",
     "tests/test_pipelining.py",
     "tests/test_reading.py",
+    "tests/test_noop_probes.py",
     "tests/test_node_surface.py",
     "tests/test_node_memory.py",
     "tests/test_node_pins.py",
