@@ -1012,6 +1012,24 @@ class Interrupted(BaseException):
     Hypothesis went on); a ``BaseException`` that Hypothesis does not catch either."""
 
 
+class _SwallowedByInstrument(logging.Handler):
+    """Trio removes an instrument whose hook raises and only logs the error: a signal
+    handler's exception (pytest-timeout's failure, Ctrl-C) that lands while the step
+    counter runs would be swallowed, and a run without budgets would go on for ever. This
+    catches that log record, keeps the exception and cancels the run, so ``run_network``
+    raises it on like any other interruption."""
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        super().__init__()
+        self.scope = scope
+        self.error: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info is not None and record.exc_info[1] is not None and self.error is None:
+            self.error = record.exc_info[1]
+            self.scope.cancel()
+
+
 def _from_outside(exc: BaseException) -> BaseException | None:
     """The first exception in ``exc`` (its group members, and the cause of a
     ``TrioInternalError``: a signal handler that raised inside Trio's run loop) that is not an
@@ -1054,6 +1072,9 @@ def run_network(
     saved_level = logger.level
     outer = trio.CancelScope()
     counter = _StepCounter(outer, max_steps, max_wall, max_frozen)
+    swallowed = _SwallowedByInstrument(outer)
+    instrument_log = logging.getLogger("trio.abc.Instrument")
+    instrument_log.addHandler(swallowed)
     started = time.monotonic()
     try:
         core._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
@@ -1066,6 +1087,8 @@ def run_network(
 
         try:
             trio.run(body, clock=trio.testing.MockClock(autojump_threshold=0), instruments=[counter])
+            if swallowed.error is not None:
+                raise swallowed.error
         except BaseException as exc:
             outside = _from_outside(exc)
             if isinstance(outside, KeyboardInterrupt):  # Ctrl-C, also inside a task
@@ -1075,6 +1098,7 @@ def run_network(
             trace = "".join(traceback.format_exception(exc))  # a node crashed (a bug) or the model did
             result.violations.append(f"the run raised {exc!r}:\n{trace}")
     finally:
+        instrument_log.removeHandler(swallowed)
         core._r.setstate(saved_state)
         core._ALLOW_DETERMINISTIC_SCHEDULING = saved_flag  # type: ignore[misc]
         logger.setLevel(saved_level)
