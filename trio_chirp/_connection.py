@@ -265,11 +265,7 @@ class Connection:
 
     def fail(self, exc: BaseException) -> None:
         """A contained failure: the connection closes with it (the first failure is kept)."""
-        if self.failure is None:
-            self.failure = self._failure(exc)
-        self.closed = True
-        if self._nursery_scope is not None:
-            self._nursery_scope.cancel()
+        self.close(self._failure(exc))
 
     @trio.lowlevel.enable_ki_protection
     async def _guard(self, task: Callable[[], Awaitable[None]]) -> None:

@@ -209,9 +209,7 @@ async def run_sender(args: argparse.Namespace) -> None:
     ):
         nursery.start_soon(cancel_on_sigterm, nursery.cancel_scope)
         msg = trio_chirp.Message(b"s" * args.size, address=dest(), port=args.port)
-        send = chirp.send
-        if args.new_message or args.deadline:
-            send = _application_send(chirp, args)
+        send = _application_send(chirp, args)
         if mode == "echo":
             receive = chirp.receive
             meter = Meter(args.warmup, args.duration)
@@ -245,7 +243,7 @@ async def run_fan_in_sender(args: argparse.Namespace) -> None:
             nursery.start_soon(cancel_on_sigterm, nursery.cancel_scope)
             for chirp in chirps:
                 msg = trio_chirp.Message(b"s" * args.size, address=dest(), port=args.port)
-                send = _application_send(chirp, args) if args.new_message or args.deadline else chirp.send
+                send = _application_send(chirp, args)
                 nursery.start_soon(_send_forever, send, msg)
 
 
@@ -261,7 +259,10 @@ async def _send_forever(send: Any, msg: trio_chirp.Message) -> None:
 def _application_send(chirp: trio_chirp.Chirp, args: argparse.Namespace) -> Any:
     """``send`` as applications call it: ``--new-message`` builds a new ``Message`` per send
     (ignoring the one passed), ``--deadline`` puts each send in a caller's cancel scope, so
-    the deadline travels in our header map (unless ``--no-header-map``)."""
+    the deadline travels in our header map (unless ``--no-header-map``); with neither, the
+    node's own ``send``, which sends the one message it is given."""
+    if not (args.new_message or args.deadline):
+        return chirp.send
     data, port, send, host = b"s" * args.size, args.port, chirp.send, dest()
     Message, move_on_after = trio_chirp.Message, trio.move_on_after
 
