@@ -38,21 +38,47 @@ LEFTOVERS: Final = _Leftovers()
 """The inbox source that stands for every connection that has closed."""
 
 
-class Budget:
-    """Received, unreleased messages of the whole node: how many, how many bytes."""
+class _CountedWaiters:
+    """A parking lot and how many tasks are parked in it (``waiting``).
+
+    The count is kept equal to the lot's length by ``wait`` and by the wakers (each counts
+    out whom it wakes), because asking the lot itself is a Python call
+    (``ParkingLot.__bool__``) on a path taken once per message.
+    """
+
+    __slots__ = ("lot", "waiting")
+
+    def __init__(self) -> None:
+        self.lot = trio.lowlevel.ParkingLot()
+        self.waiting = 0
+
+    async def wait(self) -> None:
+        """Park until a waker unparks this task."""
+        self.waiting += 1
+        try:
+            await self.lot.park()
+        except BaseException:
+            self.waiting -= 1  # cancelled while parked, so no waker counted it out
+            raise
+
+
+class Budget(_CountedWaiters):
+    """Received, unreleased messages of the whole node: how many, how many bytes.
+
+    Readers waiting for room ``wait()`` until something is given back (``give``, or a
+    slot's release)."""
 
     __slots__ = (
         "count",
         "first_max_bytes",
         "first_max_count",
-        "lot",
         "max_bytes",
         "max_count",
         "size",
-        "waiting",
     )
 
     def __init__(self, max_count: int, max_bytes: int, connections: int, max_msg_size: int) -> None:
+        super().__init__()
         self.max_count = max_count
         self.max_bytes = max_bytes
         # A connection's first slot is granted beyond the budget, up to one message of
@@ -64,11 +90,6 @@ class Budget:
         self.first_max_bytes = max_bytes + connections * max_msg_size
         self.count = 0
         self.size = 0
-        self.lot = trio.lowlevel.ParkingLot()  # readers waiting for room
-        self.waiting = 0
-        """How many readers are parked in ``lot``: kept equal to its length by ``wait`` and
-        the wakers, because asking the lot itself is a Python call (``ParkingLot.__bool__``)
-        and every release asks."""
 
     def fits(self, size: int) -> bool:
         """Room for a connection's second or later slot."""
@@ -98,27 +119,17 @@ class Budget:
         self.waiting = 0
         self.lot.unpark_all()
 
-    async def wait(self) -> None:
-        """Park until something is given back (``give``, or a slot's release)."""
-        self.waiting += 1
-        try:
-            await self.lot.park()
-        except BaseException:
-            self.waiting -= 1  # cancelled while parked, so no waker counted it out
-            raise
 
+class Inbox(_CountedWaiters):
+    """Delivered messages by source (a connection, or ``LEFTOVERS``), taken round-robin.
 
-class Inbox:
-    """Delivered messages by source (a connection, or ``LEFTOVERS``), taken round-robin."""
+    ``receive()`` waits (``wait()``) until a message is put or the inbox closes."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._queues: dict[object, deque[Message]] = {}
         self._ring: deque[object] = deque()  # sources with messages, in serving order
         self._count = 0
-        self.lot = trio.lowlevel.ParkingLot()  # receive() waits here
-        self.waiting = 0
-        """How many tasks are parked in ``lot``: kept equal to its length by ``wait`` and the
-        wakers, so ``put`` need not ask the lot (a Python call)."""
         self.closed = False
 
     def __len__(self) -> int:
@@ -140,15 +151,6 @@ class Inbox:
         if self.waiting:
             self.waiting -= 1
             self.lot.unpark()
-
-    async def wait(self) -> None:
-        """Park until a message is put (or the inbox closes)."""
-        self.waiting += 1
-        try:
-            await self.lot.park()
-        except BaseException:
-            self.waiting -= 1  # cancelled while parked, so no waker counted it out
-            raise
 
     def take_nowait(self) -> Message | None:
         ring = self._ring
