@@ -27,7 +27,10 @@ Every workload builds a new ``Message`` per send, as applications do:
 * ``sync-1k-16``: 16 tasks of a synchronous node sending to an asynchronous one (a worker
   with 16 slots): pipelined, up to 16 waiting for their ACKs at once;
 * ``async-64k``: asynchronous, 64 KiB (best with ``--tcp``: the writer's joins and system
-  calls are what it prices).
+  calls are what it prices);
+* ``raw-pingpong``: no trio_chirp at all, the floor ``sync-1k`` is measured against (the
+  benchmark's ping-pong ceiling): plain Trio streams, one task per side, a 1 KiB frame one
+  way and a 27-byte reply back.
 
 Instructions are not time (a system call or a cache miss costs more than its count), so
 check a win that is mostly in the kernel (``sendmsg``, copies) with ``bench_node.py`` on a
@@ -46,8 +49,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKLOADS = ("async-1k", "async-1k-deadline", "sync-1k", "sync-1k-16", "async-64k")
-SIZES = {"async-1k": 1024, "async-1k-deadline": 1024, "sync-1k": 1024, "sync-1k-16": 1024, "async-64k": 65536}
+WORKLOADS = ("async-1k", "async-1k-deadline", "sync-1k", "sync-1k-16", "async-64k", "raw-pingpong")
+SIZES = {"async-1k": 1024, "async-1k-deadline": 1024, "sync-1k": 1024, "sync-1k-16": 1024, "async-64k": 65536, "raw-pingpong": 1024}
 TASKS = {"sync-1k-16": 16}  # sending tasks (the count is split between them)
 
 
@@ -71,6 +74,10 @@ def run_workload(name: str, count: int, *, tcp: bool) -> None:
     count -= count % tasks  # each task sends count / tasks
     data = b"x" * SIZES[name]
     deadline = name == "async-1k-deadline"
+
+    if name == "raw-pingpong":
+        trio.run(raw_pingpong, count, tcp)
+        return
 
     async def main() -> None:
         if tcp:
@@ -120,6 +127,38 @@ def run_workload(name: str, count: int, *, tcp: bool) -> None:
             raise SystemExit(f"received {received[0]} of {count} messages")
 
     trio.run(main)
+
+
+async def raw_pingpong(count: int, tcp: bool) -> None:
+    """The ceiling: one task per side, a 1 KiB frame (plus chirp's 27-byte head) and a 27-byte reply."""
+    import trio
+    import trio.testing
+
+    head = 27
+    frame, reply = b"f" * (head + 1024), b"a" * head
+    if tcp:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        server = await listeners[0].accept()
+    else:
+        client, server = trio.testing.memory_stream_pair()
+
+    async def answer() -> None:
+        have = 0
+        for _ in range(count):
+            while have < len(frame):
+                have += len(await server.receive_some(65536))
+            have -= len(frame)
+            await server.send_all(reply)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(answer)
+        for _ in range(count):
+            await client.send_all(frame)
+            have = 0
+            while have < head:
+                have += len(await client.receive_some(65536))
 
 
 def count_instructions(script: Path, name: str, count: int, *, tcp: bool, callgrind: Path | None) -> int:

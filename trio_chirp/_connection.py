@@ -46,7 +46,7 @@ from ._errors import (
     ShutdownError,
     TLSError,
 )
-from ._inbox import Budget
+from ._inbox import Budget, Inbox
 from ._message import Message, cost_of
 from ._protocol import (
     Announcement,
@@ -125,6 +125,7 @@ class Connection:
         *,
         config: Config,
         budget: Budget,
+        inbox: Inbox,
         peer_address: str,
         outgoing_remote: Remote[Connection] | None,
         handshake_deadline: float,
@@ -152,6 +153,8 @@ class Connection:
         None until it arrives, and for libchirp and older trio_chirp peers."""
         self.peer_port: int | None = None
         self.slots = SlotPool(config.effective_slots, budget)
+        self.inbox = inbox
+        """The node's inbox, where ``receive()`` may read this connection itself (``_reading.py``)."""
         is_broken = getattr(stream, "is_broken", None)
         self._is_broken: Callable[[], bool] | None = is_broken if callable(is_broken) else None
         self.closed = False

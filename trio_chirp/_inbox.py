@@ -13,6 +13,13 @@ application has not released is bounded for the whole node, whatever peers do.
   connection, served round-robin, so a flood on one connection cannot queue ahead of
   everyone else. Messages of connections that have closed are *leftovers*: they compete
   as one more share, count against the budget, and are the first to go when it overflows.
+
+``receive()`` on a node with one connection reads that connection itself when nobody else
+does (``_reading.FrameReader.read_for_receiver``), so a message wakes the application's
+task directly instead of a reader task first. The inbox keeps the two things that needs:
+``reading``, the cancel scope of a ``receive()`` reading now (a message from anywhere else
+ends that read, so it is never kept waiting behind one connection), and the ``Seat`` of
+the one ``receive()`` parked here that would read its connection if it could.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import trio
 if TYPE_CHECKING:
     from ._message import Message
 
-__all__ = ["LEFTOVERS", "Budget", "Inbox"]
+__all__ = ["LEFTOVERS", "Budget", "Inbox", "Seat"]
 
 
 class _Leftovers:
@@ -120,6 +127,34 @@ class Budget(_CountedWaiters):
         self.lot.unpark_all()
 
 
+class Seat:
+    """The one ``receive()`` parked in the inbox that would read its node's one connection.
+
+    The connection's reader task, having delivered the message that woke this task
+    (``woken``), stands aside instead of reading on, and leaves ``give_back`` here: the
+    woken task calls it when it leaves ``receive()``, so the reading passes back unless
+    that task takes it again first (``_reading.py``). The reader then saves the read that
+    would only find nothing, and the receiving task reads the next message itself.
+    """
+
+    __slots__ = ("give_back", "reading", "task", "woken")
+
+    def __init__(self) -> None:
+        self.task: trio.lowlevel.Task | None = None
+        self.reading: object | None = None
+        """The frame reader of the connection the seated task would read."""
+        self.woken = False
+        self.give_back: Callable[[], None] | None = None
+
+    def leave(self) -> None:
+        """The seated task leaves: a reader that stood aside for it resumes (``give_back``)."""
+        give_back = self.give_back
+        self.task = self.reading = self.give_back = None
+        self.woken = False
+        if give_back is not None:
+            give_back()
+
+
 class Inbox(_CountedWaiters):
     """Delivered messages by source (a connection, or ``LEFTOVERS``), taken round-robin.
 
@@ -131,6 +166,13 @@ class Inbox(_CountedWaiters):
         self._ring: deque[object] = deque()  # sources with messages, in serving order
         self._count = 0
         self.closed = False
+        self.seat = Seat()
+        self.reading: tuple[trio.CancelScope, object] | None = None
+        """The cancel scope of a ``receive()`` reading a connection, and that connection."""
+
+    def ready(self) -> bool:
+        """Something for ``receive()``: a message, or the end."""
+        return self._count > 0 or self.closed
 
     def __len__(self) -> int:
         return self._count
@@ -150,7 +192,13 @@ class Inbox(_CountedWaiters):
         self._count += 1
         if self.waiting:
             self.waiting -= 1
-            self.lot.unpark()
+            woken = self.lot.unpark()
+            seat = self.seat
+            if seat.task is not None and woken and woken[0] is seat.task:
+                seat.woken = True
+        reading = self.reading
+        if reading is not None and reading[1] is not source:
+            reading[0].cancel()  # a receive() reading another connection: this one is ready
 
     def take_nowait(self) -> Message | None:
         ring = self._ring
@@ -202,4 +250,6 @@ class Inbox(_CountedWaiters):
         self._count = 0
         self.waiting = 0
         self.lot.unpark_all()
+        if self.reading is not None:
+            self.reading[0].cancel()
         return waiting

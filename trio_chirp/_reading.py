@@ -26,6 +26,12 @@ How the reading passes on:
 * A data frame takes a slot exactly as the reader would; with none free the waiting task
   stops, leaves the slot to take to the reader (which waits for it as before), and waits
   for its outcome.
+* ``receive()`` on a node with one connection reads it too (``read_for_receiver``): until
+  a message is in the inbox, under a cancel scope that a message put by anyone else ends.
+  And the reader task, when the message it delivered woke the one ``receive()`` seated in
+  the inbox (``_inbox.Seat``), stands aside at once instead of reading on: the woken task
+  gives the reading back when it leaves ``receive()``, unless it takes it again first.
+  A receiving loop then reads its own messages, one task step per message.
 * A waiting task that is cancelled, anywhere, hands the reading back: its only await
   while it reads is ``receive_some``, which loses no bytes when cancelled on our streams
   (trio's ``SocketStream``, ``_tlsstream.TLSStream``, the in-memory stream), and the parser
@@ -50,6 +56,7 @@ from ._config import Config
 from ._errors import ChirpError, ConnectionLostError, MessageTooLargeError
 from ._header import ChirpMeta
 from ._header import split as split_header
+from ._inbox import Inbox, Seat
 from ._message import Message, received_message
 from ._protocol import (
     NEED_DATA,
@@ -77,6 +84,7 @@ class ReadHost(Protocol):
 
     config: Config
     slots: SlotPool
+    inbox: Inbox
     traffic: Traffic
     last_activity: float
     waiting_for_slot: bool
@@ -157,6 +165,8 @@ class FrameReader:
         """How often a waiting task took the reading (for tests and benchmarks)."""
         self.stopped_for_slot = 0
         """How often a waiting task stopped reading at a data frame that found no free slot."""
+        self.receiver_reads = 0
+        """How often ``receive()`` took the reading (for tests and benchmarks)."""
 
     def feed(self, data: bytes) -> None:
         """Bytes already read from the stream (a prelude's), taken before anything else."""
@@ -203,7 +213,8 @@ class FrameReader:
             trio.lowlevel.reschedule(task)
 
     # --- a waiting task ------------------------------------------------------------------
-    def _claimable(self) -> bool:
+    def claimable(self) -> bool:
+        """Nobody reads, and a waiting task may (the reader task has started, no slot is awaited)."""
         return self.owner is None and self._started and self._slot_cost is None and not self._host.closed
 
     @trio.lowlevel.enable_ki_protection
@@ -214,7 +225,7 @@ class FrameReader:
         ``receive_some``), never halfway through handling a frame in the caller's task."""
         try:
             while not _settled(out):
-                if self._claimable():
+                if self.claimable():
                     await self._read_for(out)
                     continue
                 waiting = self._waiting
@@ -241,6 +252,36 @@ class FrameReader:
             if self.owner is task:
                 self.owner = None
             self._pass_on()
+
+    @trio.lowlevel.enable_ki_protection
+    async def read_for_receiver(self) -> None:
+        """``receive()`` with an empty inbox on a node whose one connection this is: read it
+        until the inbox has something (from here, or from anywhere else: see
+        ``Inbox.reading``), when the reading is free; return at once when it is not."""
+        if not self.claimable():
+            return
+        inbox = self._host.inbox
+        self.owner = task = trio.lowlevel.current_task()
+        self.receiver_reads += 1
+        try:
+            with trio.CancelScope() as scope:
+                inbox.reading = (scope, self._host)
+                try:
+                    await self._read(inbox.ready)
+                finally:
+                    inbox.reading = None
+        except (ChirpError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if not self._host.closed:
+                self._host.fail(exc)  # as in ``_read_for``
+        finally:
+            if self.owner is task:
+                self.owner = None
+            self._pass_on()
+
+    def seat_for(self, seat: Seat) -> None:
+        """A ``receive()`` parks in the inbox and would read this connection (``_inbox.Seat``)."""
+        seat.task = trio.lowlevel.current_task()
+        seat.reading = self
 
     def _pass_on(self) -> None:
         """Nobody reads: the next waiting task reads, or else the reader task resumes (unless
@@ -283,6 +324,15 @@ class FrameReader:
                     self.owner = None  # the task waiting here reads from now on
                     _wake(self._waiting[0])
                     return
+                else:
+                    seat = host.inbox.seat
+                    if seat.woken and seat.reading is self:
+                        # We woke the seated receive(): it reads on, and gives the
+                        # reading back when it leaves (``Seat.leave``).
+                        seat.woken = False
+                        seat.give_back = self._pass_on
+                        self.owner = None
+                        return
                 if parser.mid_frame:
                     # A peer that stops in the middle of a frame must not hold the
                     # connection (and a slot) for ever: the rest must keep coming.

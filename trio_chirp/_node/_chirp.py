@@ -216,8 +216,21 @@ class Chirp(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
             if self._pacer.due():
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return message
+        sole_reading = self._links.sole_reading
         while not inbox.closed:
-            await inbox.wait()
+            # With one connection, read it here when nobody else does: the message then
+            # wakes this task, not a reader task first (``_reading.py``).
+            reading = sole_reading()
+            if reading is not None and reading.claimable():
+                await reading.read_for_receiver()
+            elif reading is not None and inbox.seat.task is None and not inbox.waiting:
+                reading.seat_for(inbox.seat)
+                try:
+                    await inbox.wait()
+                finally:
+                    inbox.seat.leave()
+            else:
+                await inbox.wait()
             message = inbox.take_nowait()
             if message is not None:
                 return message

@@ -33,6 +33,7 @@ from .._errors import (
 )
 from .._limits import Admission
 from .._protocol import FrameHead, Handshake
+from .._reading import FrameReader
 from .._remote import lost_error
 from .._requests import describe_hop
 from .._stats import Traffic
@@ -98,6 +99,7 @@ class Links:
             stream,
             config=self._config,
             budget=self._delivery.budget,
+            inbox=self._delivery.inbox,
             peer_address=address,
             outgoing_remote=remote,
             handshake_deadline=handshake_deadline,
@@ -263,6 +265,16 @@ class Links:
             conn.peer_address, conn.local_address, config.bind_v4, config.bind_v6
         ):
             return f"it announced {format_peer(conn.peer_address, handshake.port)}, where this node listens"
+        return None
+
+    def sole_reading(self) -> FrameReader | None:
+        """The frame reader of the node's one connection, once its peer's handshake is in:
+        ``receive()`` may read it itself (``_reading.py``). None with no or several connections."""
+        connections = self.connections
+        if len(connections) == 1:
+            for conn in connections:
+                if conn.remote is not None and not conn.closed:
+                    return conn.reading
         return None
 
     def on_closed(self, conn: Connection, cause: ChirpError) -> None:

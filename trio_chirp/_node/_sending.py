@@ -197,8 +197,13 @@ class Sender:
         state = self._state
         set_in_use(message, True)
         try:
+            # With room, the message is queued (and, with the writer idle, written) before
+            # the cancel scope's cost: no await comes between, so nothing else changes.
+            queued = remote.has_room() and not remote.closed
+            if queued:
+                remote.enqueue(out)
             with trio.move_on_at(deadline):
-                while not remote.has_room() or remote.closed:
+                while not queued and (not remote.has_room() or remote.closed):
                     if not remote.closed:
                         await remote.room_lot.park()
                     if state.closing:
@@ -206,7 +211,8 @@ class Sender:
                     remote = self._remotes.get(key)
                     if remote.connect_error is not None and remote.current is None:
                         raise copy_error(remote.connect_error)
-                remote.enqueue(out)
+                if not queued:
+                    remote.enqueue(out)
                 if not out.synchronous and not out.confirm:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return
