@@ -50,7 +50,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKLOADS = ("async-1k", "async-1k-deadline", "sync-1k", "sync-1k-16", "async-64k", "raw-pingpong")
-SIZES = {"async-1k": 1024, "async-1k-deadline": 1024, "sync-1k": 1024, "sync-1k-16": 1024, "async-64k": 65536, "raw-pingpong": 1024}
+SIZES = {
+    "async-1k": 1024,
+    "async-1k-deadline": 1024,
+    "sync-1k": 1024,
+    "sync-1k-16": 1024,
+    "async-64k": 65536,
+    "raw-pingpong": 1024,
+}
 TASKS = {"sync-1k-16": 16}  # sending tasks (the count is split between them)
 
 
