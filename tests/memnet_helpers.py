@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -99,3 +100,47 @@ class FakePeer:
 
     def all_frames(self) -> list[FrameHead]:
         return [e for _, e in self.events if isinstance(e, FrameHead)]
+
+
+class NodeInAThread:
+    """A trio_chirp node in its own thread and Trio run: a peer whose timing is a real
+    network's (a node in the test's own run shares its scheduler, so which side runs first
+    is a coin toss there). ``behave(chirp)`` runs until it returns or the node is stopped."""
+
+    def __init__(self, config: Any, behave: Any) -> None:
+        import queue
+        import threading
+
+        self._config, self._behave = config, behave
+        self._ports: queue.Queue[int | BaseException] = queue.Queue()
+        self._stop: Any = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        from trio_chirp import open_chirp
+
+        async def run() -> None:
+            try:
+                async with open_chirp(self._config) as chirp, trio.open_nursery() as nursery:
+                    self._stop = (trio.lowlevel.current_trio_token(), nursery.cancel_scope.cancel)
+                    self._ports.put(chirp.port)
+                    await self._behave(chirp)
+            except BaseException as exc:
+                self._ports.put(exc)
+                raise
+
+        trio.run(run)
+
+    async def __aenter__(self) -> int:
+        self._thread.start()
+        port = await trio.to_thread.run_sync(self._ports.get)
+        if isinstance(port, BaseException):
+            raise port
+        return port
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            token, cancel = self._stop
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(cancel)  # thread-safe, does not block
+        await trio.to_thread.run_sync(self._thread.join)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+import trio
+import trio.testing
 
 from trio_chirp import Message, ShutdownError
 from trio_chirp._errors import ChirpError
@@ -252,3 +254,59 @@ def test_a_source_whose_messages_were_all_taken_retires_cleanly() -> None:
     assert (len(inbox), inbox.leftovers) == (2, 0)
     rest = [inbox.take_nowait(), inbox.take_nowait(), inbox.take_nowait()]
     assert [m.data if m is not None else None for m in rest] == [b"b1", b"b2", None]
+
+
+async def test_budget_a_cancelled_reader_and_a_give_in_the_same_step_do_not_lose_the_next_wake() -> None:
+    """The counted waiters' race (``_inbox._CountedWaiters``), in ``Budget``: a reader waiting
+    for budget is cancelled (its connection closes) and in the same step a slot is given
+    back; a reader that waits for budget afterwards must be woken by the next ``give``
+    (it was not, before the wakers counted out only whom the lot woke)."""
+    budget = Budget(max_count=1, max_bytes=100, connections=2, max_msg_size=10)
+    budget.take(5)
+    woken: list[str] = []
+    async with trio.open_nursery() as nursery:
+        first = trio.CancelScope()
+
+        async def reader(name: str, scope: trio.CancelScope) -> None:
+            with scope:
+                await budget.wait()
+                woken.append(name)
+
+        nursery.start_soon(reader, "first", first)
+        await trio.testing.wait_all_tasks_blocked()
+        first.cancel()  # trio takes it out of the lot now; it counts itself out when it runs
+        budget.give(5)  # same step: it still counts the cancelled reader and "wakes" it
+        await trio.testing.wait_all_tasks_blocked()
+        budget.take(5)
+        nursery.start_soon(reader, "second", trio.CancelScope())
+        await trio.testing.wait_all_tasks_blocked()
+        budget.give(5)  # room again: the second reader must wake
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == ["second"], f"waiting={budget.waiting}, parked={len(budget.lot)}"
+        nursery.cancel_scope.cancel()
+
+
+async def test_inbox_a_cancelled_receive_and_a_put_in_the_same_step_do_not_lose_the_next_wake() -> None:
+    """The same race in ``Inbox``: the next ``put`` must wake the next ``receive()``."""
+    inbox = Inbox()
+    woken: list[str] = []
+    async with trio.open_nursery() as nursery:
+        first = trio.CancelScope()
+
+        async def waiter(name: str, scope: trio.CancelScope) -> None:
+            with scope:
+                await inbox.wait()
+                woken.append(name)
+
+        nursery.start_soon(waiter, "first", first)
+        await trio.testing.wait_all_tasks_blocked()
+        first.cancel()
+        inbox.put("source", object())  # type: ignore[arg-type]
+        await trio.testing.wait_all_tasks_blocked()
+        assert inbox.take_nowait() is not None
+        nursery.start_soon(waiter, "second", trio.CancelScope())
+        await trio.testing.wait_all_tasks_blocked()
+        inbox.put("source", object())  # type: ignore[arg-type]
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == ["second"], f"waiting={inbox.waiting}, parked={len(inbox.lot)}"
+        nursery.cancel_scope.cancel()

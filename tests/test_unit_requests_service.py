@@ -47,6 +47,9 @@ class NothingInFlight:
     def awaiting_ack(self, key: tuple[str, int], identity: bytes) -> bool:
         return False
 
+    def reading_of(self, key: tuple[str, int]) -> None:
+        return None  # no connection: a request waits for its response's event
+
     def settle_in_flight(self, key: tuple[str, int], identity: bytes, error: ChirpError) -> bool:
         return False
 
@@ -246,6 +249,9 @@ class InFlight:
 
     def awaiting_ack(self, key: tuple[str, int], identity: bytes) -> bool:
         return key == PEER and identity == self.identity
+
+    def reading_of(self, key: tuple[str, int]) -> None:
+        return None  # no connection: a request waits for its response's event
 
     def settle_in_flight(self, key: tuple[str, int], identity: bytes, error: ChirpError) -> bool:
         if key == PEER and identity == self.identity:

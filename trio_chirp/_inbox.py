@@ -50,7 +50,10 @@ class _CountedWaiters:
 
     The count is kept equal to the lot's length by ``wait`` and by the wakers (each counts
     out whom it wakes), because asking the lot itself is a Python call
-    (``ParkingLot.__bool__``) on a path taken once per message.
+    (``ParkingLot.__bool__``) on a path taken once per message. A cancelled task leaves the
+    lot at once but counts itself out only when it runs again, so for a moment the count
+    may be one too high: wakers therefore count out only the tasks the lot actually woke
+    (the count going one too low instead would leave a parked task that nobody wakes).
     """
 
     __slots__ = ("lot", "waiting")
@@ -123,36 +126,28 @@ class Budget(_CountedWaiters):
 
     def wake_all(self) -> None:
         """Every waiting reader re-checks its own condition."""
-        self.waiting = 0
-        self.lot.unpark_all()
+        self.waiting -= len(self.lot.unpark_all())
 
 
 class Seat:
-    """The one ``receive()`` parked in the inbox that would read its node's one connection.
+    """A waiting task that would read the connection its wait ends on: a ``receive()``
+    parked in the inbox, an asynchronous ``request()`` waiting for its response.
 
-    The connection's reader task, having delivered the message that woke this task
-    (``woken``), stands aside instead of reading on, and leaves ``give_back`` here: the
-    woken task calls it when it leaves ``receive()``, so the reading passes back unless
-    that task takes it again first (``_reading.py``). The reader then saves the read that
-    would only find nothing, and the receiving task reads the next message itself.
+    It sits at that connection's frame reader, one at a time (``FrameReader.take_seat``).
+    Whatever wakes the seated task marks it ``woken`` (``Inbox.put``, a response's
+    ``RequestTable.offer``); the connection's reader task, when it finds its seat woken
+    where it would read on, stands aside instead and leaves ``give_back`` here, which the
+    woken task calls when it leaves its seat (``FrameReader.leave_seat``): the reading
+    passes back unless that task takes it again first. The reader saves the read that would
+    only find nothing, and a task waiting in a loop reads what it waits for itself.
     """
 
-    __slots__ = ("give_back", "reading", "task", "woken")
+    __slots__ = ("give_back", "task", "woken")
 
     def __init__(self) -> None:
         self.task: trio.lowlevel.Task | None = None
-        self.reading: object | None = None
-        """The frame reader of the connection the seated task would read."""
         self.woken = False
         self.give_back: Callable[[], None] | None = None
-
-    def leave(self) -> None:
-        """The seated task leaves: a reader that stood aside for it resumes (``give_back``)."""
-        give_back = self.give_back
-        self.task = self.reading = self.give_back = None
-        self.woken = False
-        if give_back is not None:
-            give_back()
 
 
 class Inbox(_CountedWaiters):
@@ -191,11 +186,12 @@ class Inbox(_CountedWaiters):
         queue.append(message)
         self._count += 1
         if self.waiting:
-            self.waiting -= 1
             woken = self.lot.unpark()
-            seat = self.seat
-            if seat.task is not None and woken and woken[0] is seat.task:
-                seat.woken = True
+            if woken:
+                self.waiting -= 1
+                seat = self.seat
+                if woken[0] is seat.task:
+                    seat.woken = True
         reading = self.reading
         if reading is not None and reading[1] is not source:
             reading[0].cancel()  # a receive() reading another connection: this one is ready
@@ -248,8 +244,7 @@ class Inbox(_CountedWaiters):
         self._queues.clear()
         self._ring.clear()
         self._count = 0
-        self.waiting = 0
-        self.lot.unpark_all()
+        self.waiting -= len(self.lot.unpark_all())
         if self.reading is not None:
             self.reading[0].cancel()
         return waiting

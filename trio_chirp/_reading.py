@@ -28,10 +28,13 @@ How the reading passes on:
   for its outcome.
 * ``receive()`` on a node with one connection reads it too (``read_for_receiver``): until
   a message is in the inbox, under a cancel scope that a message put by anyone else ends.
-  And the reader task, when the message it delivered woke the one ``receive()`` seated in
-  the inbox (``_inbox.Seat``), stands aside at once instead of reading on: the woken task
-  gives the reading back when it leaves ``receive()``, unless it takes it again first.
-  A receiving loop then reads its own messages, one task step per message.
+  So does an asynchronous ``request()`` waiting for its response (``read_for_response``),
+  under a scope that the response arriving on another connection ends.
+* Such a task that finds the reading taken sits in the connection's ``seat`` (one task at a
+  time, ``_inbox.Seat``). When what the reader task delivered woke the seated task, the
+  reader stands aside at once instead of reading on: the woken task gives the reading back
+  when it leaves its seat, unless it takes it again first. A receiving loop, or a loop of
+  requests, then reads what it waits for itself, one task step per message.
 * A waiting task that is cancelled, anywhere, hands the reading back: its only await
   while it reads is ``receive_some``, which loses no bytes when cancelled on our streams
   (trio's ``SocketStream``, ``_tlsstream.TLSStream``, the in-memory stream), and the parser
@@ -167,6 +170,10 @@ class FrameReader:
         """How often a waiting task stopped reading at a data frame that found no free slot."""
         self.receiver_reads = 0
         """How often ``receive()`` took the reading (for tests and benchmarks)."""
+        self.response_reads = 0
+        """How often an asynchronous ``request()`` took the reading, waiting for its response."""
+        self.seat: Seat | None = None
+        """The waiting task that would read this connection when the reader stands aside."""
 
     def feed(self, data: bytes) -> None:
         """Bytes already read from the stream (a prelude's), taken before anything else."""
@@ -253,23 +260,34 @@ class FrameReader:
                 self.owner = None
             self._pass_on()
 
-    @trio.lowlevel.enable_ki_protection
     async def read_for_receiver(self) -> None:
         """``receive()`` with an empty inbox on a node whose one connection this is: read it
-        until the inbox has something (from here, or from anywhere else: see
-        ``Inbox.reading``), when the reading is free; return at once when it is not."""
-        if not self.claimable():
-            return
-        inbox = self._host.inbox
-        self.owner = task = trio.lowlevel.current_task()
-        self.receiver_reads += 1
-        try:
+        until the inbox has something (from here, or from anywhere else: ``Inbox.put``
+        cancels this read), when the reading is free; return at once when it is not."""
+        if self.claimable():
+            self.receiver_reads += 1
+            inbox = self._host.inbox
             with trio.CancelScope() as scope:
                 inbox.reading = (scope, self._host)
                 try:
-                    await self._read(inbox.ready)
+                    await self._read_until(inbox.ready)
                 finally:
                     inbox.reading = None
+
+    async def read_for_response(self, done: Callable[[], bool]) -> None:
+        """An asynchronous ``request()`` waiting for its response: read this connection (the
+        one the request went on) until ``done()``, when the reading is free; return at once
+        when it is not. The caller's cancel scope ends the read if the response comes
+        on another connection (``RequestTable.offer``)."""
+        if self.claimable():
+            self.response_reads += 1
+            await self._read_until(done)
+
+    @trio.lowlevel.enable_ki_protection
+    async def _read_until(self, done: Callable[[], bool]) -> None:
+        self.owner = task = trio.lowlevel.current_task()
+        try:
+            await self._read(done)
         except (ChirpError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             if not self._host.closed:
                 self._host.fail(exc)  # as in ``_read_for``
@@ -278,10 +296,25 @@ class FrameReader:
                 self.owner = None
             self._pass_on()
 
-    def seat_for(self, seat: Seat) -> None:
-        """A ``receive()`` parks in the inbox and would read this connection (``_inbox.Seat``)."""
+    def take_seat(self, seat: Seat) -> bool:
+        """The current task waits for something this connection will deliver and would read
+        it itself (``_inbox.Seat``); False when another task has the seat."""
+        if self.seat is not None:
+            return False
+        self.seat = seat
         seat.task = trio.lowlevel.current_task()
-        seat.reading = self
+        return True
+
+    def leave_seat(self, seat: Seat) -> None:
+        """The seated task stops waiting: a reader task that stood aside for it resumes
+        (``give_back``), unless the task takes the reading again first."""
+        if self.seat is seat:
+            self.seat = None
+        give_back = seat.give_back
+        seat.task = seat.give_back = None
+        seat.woken = False
+        if give_back is not None:
+            give_back()
 
     def _pass_on(self) -> None:
         """Nobody reads: the next waiting task reads, or else the reader task resumes (unless
@@ -325,10 +358,10 @@ class FrameReader:
                     _wake(self._waiting[0])
                     return
                 else:
-                    seat = host.inbox.seat
-                    if seat.woken and seat.reading is self:
-                        # We woke the seated receive(): it reads on, and gives the
-                        # reading back when it leaves (``Seat.leave``).
+                    seat = self.seat
+                    if seat is not None and seat.woken:
+                        # We woke the seated task: it reads on, and gives the reading
+                        # back when it leaves its seat (``leave_seat``).
                         seat.woken = False
                         seat.give_back = self._pass_on
                         self.owner = None

@@ -240,7 +240,9 @@ class Remote(Generic[L]):
         self.queued += 1
         if not out.synchronous:
             self.unwritten_async += 1
-        self.kick(urgent=out.synchronous)
+        # Someone waits for a synchronous message's ACK, or for a request's or a response's
+        # write (``confirm``): written from the caller's task when the writer is idle.
+        self.kick(urgent=out.synchronous or out.confirm)
 
     def queue_ack(self, identity: bytes) -> None:
         self._maybe_probe()
@@ -259,7 +261,8 @@ class Remote(Generic[L]):
     def kick(self, *, urgent: bool = False) -> None:
         """Something changed: wake the writer, or ask the node for a connection.
 
-        ``urgent`` work (an ACK, a synchronous message: someone waits on it) is written
+        ``urgent`` work (an ACK, a synchronous message, a message whose sender waits for its
+        write: someone waits on it) is written
         at once from the calling task when the writer is idle; other work wakes the
         writer, so a burst of asynchronous sends is coalesced into one write.
         """

@@ -36,8 +36,10 @@ from ._address import RemoteKey, destination_of, format_peer
 from ._config import Config
 from ._errors import ChirpError, ChirpTimeoutError, MessageInUseError, RemoteError
 from ._header import ChirpMeta, ErrorInfo
+from ._inbox import Seat
 from ._message import Buffer, Message, SendOptions, meta_of
 from ._ratelimit import LimitedLog
+from ._reading import FrameReader
 
 __all__ = ["RequestTable", "Requests", "SendState", "describe_hop", "destination_key", "remote_error"]
 
@@ -51,7 +53,17 @@ ABANDONED_CAPACITY: Final = 4096
 class Pending:
     """One identity whose response is awaited, by a ``request()`` or by a router."""
 
-    __slots__ = ("auto_release", "error", "event", "key", "on_response", "response", "response_first")
+    __slots__ = (
+        "auto_release",
+        "error",
+        "event",
+        "key",
+        "on_response",
+        "reading_scope",
+        "response",
+        "response_first",
+        "seat",
+    )
 
     def __init__(
         self, key: RemoteKey, on_response: Callable[[Message], None] | None, auto_release: bool = True
@@ -65,6 +77,18 @@ class Pending:
         self.response_first = False
         """The response arrived while the request still waited for its ACK (the rule)."""
         self.event = trio.Event()
+        self.seat: Seat | None = None
+        """Where the waiting ``request()`` sits at its connection's reader (``_inbox.Seat``)."""
+        self.reading_scope: trio.CancelScope | None = None
+        """The scope of the waiting ``request()`` while it reads its connection itself."""
+
+    def settle(self) -> None:
+        """The response (or error) is in: wake the waiting ``request()``, wherever it waits."""
+        self.event.set()
+        if self.seat is not None:
+            self.seat.woken = True  # its connection's reader may stand aside for it
+        if self.reading_scope is not None:
+            self.reading_scope.cancel()  # it reads another connection (or this one: harmless)
 
 
 class RequestTable:
@@ -148,7 +172,7 @@ class RequestTable:
                     pending.response_first = awaiting_ack
                     if pending.auto_release:
                         message.release()
-                pending.event.set()
+                pending.settle()
                 return True
             return False  # a second response: the application sees it
         abandoned = self._abandoned.get(identity)
@@ -197,6 +221,9 @@ class SendState(Protocol):
 
     def settle_in_flight(self, key: RemoteKey, identity: bytes, error: ChirpError) -> bool:
         """Fail that message with ``error`` if it has ``identity``; True if it did."""
+
+    def reading_of(self, key: RemoteKey) -> FrameReader | None:
+        """The frame reader of the current connection to ``key``, where its responses come."""
 
     def peer_announced(self, key: RemoteKey) -> bool:
         """Whether the peer at ``key`` announced itself as trio_chirp (so it reads error responses)."""
@@ -286,9 +313,10 @@ class Requests:
             await self._send(message, sync, options)
             if sync and pending.error is None and (pending.response is None or not pending.response_first):
                 table.acks_before_response += 1  # the peer ACKed first (libchirp's queue API does)
-            if pending.response is None and pending.error is None:
+            waited = pending.response is None and pending.error is None
+            if waited:
                 with trio.move_on_at(timeout_at):
-                    await pending.event.wait()
+                    await self._await_response(pending, key)
             if pending.error is not None:
                 raise pending.error
             response = pending.response
@@ -305,8 +333,41 @@ class Requests:
             if not answered and pending.response is not None:
                 pending.response.release()  # arrived, but the caller is gone
         table.completed += 1
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()  # a schedule point, whatever the send did
+        # Having waited, no second yield: it would let the connection's reader take the
+        # reading back before this task's next request could read its response (``_reading.py``).
         return response
+
+    async def _await_response(self, pending: Pending, key: RemoteKey) -> None:
+        """Wait until ``pending`` is settled, reading its connection meanwhile when nobody else
+        does (``_reading.py``): the response then wakes this task, not a reader task first.
+
+        The read runs under a cancel scope that ``Pending.settle`` cancels, so a response on
+        another connection ends it at once; finding the reading taken, the task sits in the
+        connection's seat, so the reader stands aside for it once the response is in."""
+        event = pending.event
+        reading = self._in_flight.reading_of(key)
+        if reading is not None and reading.claimable():
+            with trio.CancelScope() as scope:
+                pending.reading_scope = scope
+                try:
+                    await reading.read_for_response(event.is_set)
+                finally:
+                    pending.reading_scope = None
+        elif reading is not None and not event.is_set():
+            seat = Seat()
+            if reading.take_seat(seat):
+                pending.seat = seat
+                try:
+                    await event.wait()
+                finally:
+                    pending.seat = None
+                    reading.leave_seat(seat)
+        if not event.is_set():  # (a set Event's wait() would still yield: a round lost)
+            # No connection, another task has the seat, or the read stopped (the connection
+            # failed, or a frame found no free slot and the reader took it over).
+            await event.wait()
 
     async def reply(self, request_msg: Message, data: Buffer, *, header: Buffer = b"") -> None:
         """``Chirp.reply()``: write the response, then release the request with ACK."""

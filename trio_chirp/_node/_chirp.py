@@ -223,12 +223,16 @@ class Chirp(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
             reading = sole_reading()
             if reading is not None and reading.claimable():
                 await reading.read_for_receiver()
-            elif reading is not None and inbox.seat.task is None and not inbox.waiting:
-                reading.seat_for(inbox.seat)
+            elif (
+                reading is not None
+                and inbox.seat.task is None
+                and not inbox.waiting
+                and reading.take_seat(inbox.seat)
+            ):
                 try:
                     await inbox.wait()
                 finally:
-                    inbox.seat.leave()
+                    reading.leave_seat(inbox.seat)
             else:
                 await inbox.wait()
             message = inbox.take_nowait()

@@ -25,6 +25,7 @@ from .._address import RemoteKey, format_peer
 from .._config import Config
 from .._connection import Connection
 from .._errors import ChirpError, ShutdownError
+from .._reading import FrameReader
 from .._remote import Outgoing, Remote
 from ._log import NodeLog
 from ._state import NodeState, StartSoon
@@ -192,6 +193,12 @@ class RemoteTable:
         remote = self._remotes.get(key)
         conn = None if remote is None else remote.current
         return conn is not None and conn.peer_announcement is not None
+
+    def reading_of(self, key: RemoteKey) -> FrameReader | None:
+        """The frame reader of the current connection to ``key`` (a response comes on it)."""
+        remote = self._remotes.get(key)
+        conn = None if remote is None else remote.current
+        return None if conn is None or conn.closed else conn.reading
 
     def settle_in_flight(self, key: RemoteKey, identity: bytes, error: ChirpError) -> bool:
         """Fail the synchronous message in flight to ``key`` with ``identity``, if any (an error response)."""

@@ -1,0 +1,161 @@
+"""An asynchronous ``request()`` reads its response from its connection itself (``_reading.py``).
+
+Issue 14, section 1: the task that waits for what only its own connection can deliver reads
+it when nobody else does. For an asynchronous request, that is its response: a request loop
+takes one task step per request; a response that comes on another connection ends the read
+at once; a request cancelled while reading hands the reading back and loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import trio
+import trio.testing
+from memnet_helpers import LowRandom
+
+from trio_chirp import Chirp, Config, Message, open_chirp
+from trio_chirp._protocol import NEED_DATA, FrameHead, FrameParser, encode_handshake, pack_frame_head
+from trio_chirp._reading import FrameReader
+from trio_chirp.testing import MemoryNetwork, MemoryStream
+
+A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"
+PORT = 2998
+LATENCY = 0.01
+
+
+@asynccontextmanager
+async def _node(net: MemoryNetwork, ip: str, **settings: Any) -> AsyncIterator[Chirp]:
+    async with open_chirp(
+        Config(port=PORT, disable_encryption=True, synchronous=False, **settings),
+        transport=net.host(ip),
+        rng=LowRandom(7),
+    ) as chirp:
+        yield chirp
+
+
+def _reading_to(chirp: Chirp, ip: str, port: int = PORT) -> FrameReader:
+    reading = chirp._remotes.reading_of((ip, port))
+    assert reading is not None
+    return reading
+
+
+async def _answer(chirp: Chirp) -> None:
+    async for msg in chirp:
+        await chirp.reply(msg, b"re:" + bytes(msg.data))
+
+
+class _StepCounter(trio.abc.Instrument):
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task, self.steps = task, 0
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+async def test_a_request_loop_reads_its_own_responses(autojump_clock: Any) -> None:
+    net = MemoryNetwork()
+    net.set_latency(A, B, LATENCY)
+    async with _node(net, A) as a, _node(net, B) as b, trio.open_nursery() as nursery:
+        nursery.start_soon(_answer, b)
+        answers = [
+            bytes((await a.request(Message(b"q%d" % i, address=B, port=PORT))).data) for i in range(12)
+        ]
+        assert answers == [b"re:q%d" % i for i in range(12)]
+        # The first request finds the reader reading and sits in its seat; the reader stands
+        # aside once it has delivered that response, and every later request reads its own.
+        assert _reading_to(a, B).response_reads == 11
+        assert a.statistics().slots_in_use == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_request_cancelled_while_reading_loses_nothing(autojump_clock: Any) -> None:
+    """A request gives up while it reads (its responder holds the request); the late
+    response is dropped, the connection goes on, and later requests read as before."""
+    net = MemoryNetwork()
+    net.set_latency(A, B, LATENCY)
+    held: list[Message] = []
+    async with _node(net, A) as a, _node(net, B) as b, trio.open_nursery() as nursery:
+
+        async def answer_but_hold_slow() -> None:
+            async for msg in b:
+                if msg.data == b"slow":
+                    held.append(msg)
+                else:
+                    await b.reply(msg, b"re:" + bytes(msg.data))
+
+        nursery.start_soon(answer_but_hold_slow)
+        for i in range(3):
+            await a.request(Message(b"q%d" % i, address=B, port=PORT))
+        reading = _reading_to(a, B)
+        reads = reading.response_reads
+        with trio.move_on_after(1) as scope:
+            await a.request(Message(b"slow", address=B, port=PORT))
+        assert scope.cancelled_caught
+        assert reading.response_reads == reads + 1  # it was reading when it gave up
+        assert reading.owner is not trio.lowlevel.current_task()
+        await b.reply(held[0], b"too late")
+        for i in range(3, 6):
+            response = await a.request(Message(b"q%d" % i, address=B, port=PORT))
+            assert response.data == b"re:q%d" % i  # not the late one
+        assert _reading_to(a, B) is reading  # the same connection
+        assert a.statistics().late_responses == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_response_on_another_connection_ends_the_read(autojump_clock: Any) -> None:
+    """A raw peer at C answers A's first requests on the connection A dialled, then answers
+    one on a second connection it opens to A: that request, reading the first connection,
+    returns at once instead of at its timeout."""
+    net = MemoryNetwork()
+    net.set_latency(A, C, LATENCY)
+    identity = b"\xee" * 16
+
+    async def talk(stream: MemoryStream) -> None:
+        await stream.send_all(encode_handshake(PORT, identity))
+        parser = FrameParser(2**20)
+        answered = 0
+        while True:
+            event = parser.next_event()
+            if event is NEED_DATA:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                parser.receive_data(data)
+            elif isinstance(event, FrameHead) and event.is_message:
+                head = event
+                while parser.next_event() is NEED_DATA:  # the header map and the data
+                    parser.receive_data(await stream.receive_some(65536))
+                response = pack_frame_head(head.identity, head.serial, 2, 0, 0) + b"ok"
+                answered += 1
+                if answered < 3:
+                    await stream.send_all(response)
+                    continue
+                other, _ = await net.host(C).connect(A, PORT)
+                await other.send_all(encode_handshake(PORT, identity) + response)
+                await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+
+        def on_accept(stream: trio.abc.Stream, peer: str) -> None:
+            assert isinstance(stream, MemoryStream)
+            nursery.start_soon(talk, stream)
+
+        serve = partial(
+            net.host(C).serve, port=PORT, bind_v4="0.0.0.0", bind_v6=None, backlog=8, on_accept=on_accept
+        )
+        await nursery.start(serve)
+        async with _node(net, A) as a:
+            for _ in range(2):
+                assert (await a.request(Message(b"q", address=C, port=PORT))).data == b"ok"
+            first = _reading_to(a, C)
+            assert first.response_reads == 1  # the second request read its response itself
+            with trio.fail_after(1):  # the timeout is 5 s: only an ended read returns sooner
+                response = await a.request(Message(b"q", address=C, port=PORT))
+            assert response.data == b"ok"
+            assert first.response_reads == 2  # the third one read the first connection
+        nursery.cancel_scope.cancel()
