@@ -75,6 +75,10 @@ _NODE = [
     "tests/test_remote_connections.py",
     "tests/test_pipelining.py",
     "tests/test_reading.py",
+    "tests/test_receive_reading.py",
+    "tests/test_receive_reading_hostile.py",
+    "tests/test_receive_reading_neighbours.py",
+    "tests/test_response_reading.py",
     "tests/test_noop_probes.py",
     "tests/test_node_surface.py",
     "tests/test_node_memory.py",
@@ -111,7 +115,12 @@ TESTS: dict[str, list[str]] = {
     "_protocol.events": ["tests/test_protocol_parser.py", "tests/test_protocol_vectors.py"],
     "_header": ["tests/test_header.py"],
     "_sniff": ["tests/test_unit_sniff.py", *_SNIFFING],
-    "_inbox": ["tests/test_unit_admission_inbox.py", "tests/test_unit_limits_inbox_edges.py"],
+    "_inbox": [
+        "tests/test_unit_admission_inbox.py",
+        "tests/test_unit_limits_inbox_edges.py",
+        "tests/test_receive_reading.py",
+        "tests/test_receive_reading_storm.py",
+    ],
     "_slots": ["tests/test_unit_slots.py", "tests/test_unit_admission_inbox.py", "tests/test_node_memory.py"],
     "_limits": [
         "tests/test_unit_admission_inbox.py",
@@ -122,6 +131,7 @@ TESTS: dict[str, list[str]] = {
         "tests/test_unit_request_table.py",
         "tests/test_unit_requests_service.py",
         "tests/test_requests.py",
+        "tests/test_response_reading.py",
     ],
     "_ratelimit": [
         "tests/test_unit_ratelimit.py",
@@ -141,6 +151,7 @@ TESTS: dict[str, list[str]] = {
     "_remote": _NODE,
     "_reading": [*_NODE, "tests/test_tls.py"],
     "_deadline": ["tests/test_deadline.py", "tests/test_requests.py"],
+    "_tcp": ["tests/test_tcp_stream.py", "tests/test_node_tcp.py", "tests/test_hostile_tcp.py"],
     "_router": [
         "tests/test_unit_router_workers.py",
         "tests/test_unit_router_more.py",
