@@ -352,12 +352,14 @@ class Remote(Generic[L]):
             else:
                 parts.append(pack_frame_head(identity, self.next_serial(), 0, 0, TYPE_ACK))
         acks = len(parts) - noops
-        outs: list[Outgoing] = []
         queue = self.queue
+        overtaking = self.overtaking
+        if not queue and not overtaking:  # control frames only: an ACK, on a receiver's release
+            return (parts, [], acks, noops) if parts else None
+        outs: list[Outgoing] = []
         size = 0
         taken = 0
         now = trio.current_time()
-        overtaking = self.overtaking
         in_flight = self.in_flight
         while size < COALESCE_BYTES:
             if overtaking:
