@@ -268,11 +268,12 @@ class FrameReader:
             self.receiver_reads += 1
             inbox = self._host.inbox
             with trio.CancelScope() as scope:
-                inbox.reading = (scope, self._host)
+                inbox.reading = reading = (scope, self._host)
                 try:
                     await self._read_until(inbox.ready)
                 finally:
-                    inbox.reading = None
+                    if inbox.reading is reading:  # not a later read's (another connection's)
+                        inbox.reading = None
 
     async def read_for_response(self, done: Callable[[], bool]) -> None:
         """An asynchronous ``request()`` waiting for its response: read this connection (the
