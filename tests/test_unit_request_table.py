@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from trio_chirp import MessageInUseError, RemoteError
+from trio_chirp import MessageInUseError, RemoteError, ShutdownError
 from trio_chirp._header import ChirpMeta, ErrorInfo
 from trio_chirp._message import Message, received_message
 from trio_chirp._requests import RequestTable
@@ -162,3 +162,21 @@ async def test_a_router_hook_gets_the_response_and_the_entry_goes() -> None:
     assert got == [msg]
     assert releases == [], "the router releases it once it went back"
     assert len(table) == 0
+
+
+def test_fail_waiting_fails_only_requests_still_waiting_for_their_response() -> None:
+    """The node's close: a waiting request gets the error and is woken; a router's pending
+    identity (it has a hook) and a request whose response is in are left alone."""
+    table = RequestTable(remember_for=5.0)
+    waiting = table.expect(b"w" * 16, ("10.0.0.2", 2998))
+    answered = table.expect(b"a" * 16, ("10.0.0.2", 2998))
+    answered.response = object()  # type: ignore[assignment]
+    routed: list[object] = []
+    table.expect(b"r" * 16, ("10.0.0.2", 2998), routed.append)
+    table.fail_waiting(lambda: ShutdownError("closing"))
+    assert isinstance(waiting.error, ShutdownError)
+    assert waiting.event.is_set()
+    assert answered.error is None
+    assert not answered.event.is_set()
+    assert routed == []
+    assert len(table) == 3  # each request forgets its own identity when it returns

@@ -79,6 +79,8 @@ _NODE = [
     "tests/test_receive_reading_hostile.py",
     "tests/test_receive_reading_neighbours.py",
     "tests/test_response_reading.py",
+    "tests/test_request_reading_hostile.py",
+    "tests/test_request_reading_connections.py",
     "tests/test_noop_probes.py",
     "tests/test_node_surface.py",
     "tests/test_node_memory.py",

@@ -73,7 +73,8 @@ class Pending:
         """A router's hook: called (in the reader task) with the response, or the error response."""
         self.auto_release = auto_release
         self.response: Message | None = None
-        self.error: RemoteError | None = None
+        self.error: ChirpError | None = None
+        """An error response (``RemoteError``), or the node's close (``ShutdownError``)."""
         self.response_first = False
         """The response arrived while the request still waited for its ACK (the rule)."""
         self.event = trio.Event()
@@ -127,6 +128,15 @@ class RequestTable:
         self._abandoned.pop(identity, None)
         pending = self._pending[identity] = Pending(key, on_response, auto_release)
         return pending
+
+    def fail_waiting(self, error: Callable[[], ChirpError]) -> None:
+        """The node is closing: every ``request()`` still waiting for its response fails
+        with ``error()`` now, as queued sends do, instead of at its deadline. (A router's
+        pending identities have a hook instead; the router ends with its node.)"""
+        for pending in self._pending.values():
+            if pending.on_response is None and pending.response is None and pending.error is None:
+                pending.error = error()
+                pending.settle()
 
     def forget(self, identity: bytes, *, abandoned: bool) -> None:
         """Stop waiting; an abandoned identity's late response is dropped for a while."""

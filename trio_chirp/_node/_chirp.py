@@ -151,6 +151,7 @@ class Chirp(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         if state.closed.is_set():
             return
         self._log.flush()
+        self._requests.table.fail_waiting(lambda: ShutdownError(f"{state} closed while a request waited"))
         self._remotes.close_all()
         self._links.close_all(lambda: ShutdownError(f"{state} is closing"))
         self._delivery.close()
@@ -282,7 +283,8 @@ class Chirp(trio.abc.AsyncResource, metaclass=NoPublicConstructor):
         """Close the node gracefully: libchirp's "abort all" (docs/protocol.md, section 7.4), with a grace.
 
         Stops accepting, fails queued messages with ``ShutdownError``, waits at most
-        ``config.timeout`` for the ACKs of written synchronous messages, then closes
+        ``config.timeout`` for the ACKs of written synchronous messages, then fails every
+        ``request()`` still waiting for its response with ``ShutdownError`` and closes
         every connection. Messages the application did not release are never ACKed.
         The wait is cancellable, as Trio's ``aclose()`` contract asks: cancelled, it
         becomes an immediate close (in-flight sends fail with ``ShutdownError``) and the
