@@ -159,3 +159,67 @@ async def test_a_response_on_another_connection_ends_the_read(autojump_clock: An
             assert response.data == b"ok"
             assert first.response_reads == 2  # the third one read the first connection
         nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_stalling_mid_frame_is_caught_after_the_reading_request_gives_up(
+    autojump_clock: Any,
+) -> None:
+    """A raw peer at C answers A's second request with half a frame and stalls. The request,
+    reading, gives up (its caller's deadline) in the middle of that frame; the reader task
+    reads on, and the connection is still closed as stalled mid-frame, timeout after the
+    reader took over (the stall watch is never left behind by the task that gave up)."""
+    net = MemoryNetwork()
+    net.set_latency(A, C, LATENCY)
+    stalled = trio.Event()
+
+    async def talk(stream: MemoryStream) -> None:
+        await stream.send_all(encode_handshake(PORT, b"\xee" * 16))
+        parser = FrameParser(2**20)
+        answered = 0
+        while True:
+            event = parser.next_event()
+            if event is NEED_DATA:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                parser.receive_data(data)
+            elif isinstance(event, FrameHead) and event.is_message:
+                head = event
+                while parser.next_event() is NEED_DATA:
+                    parser.receive_data(await stream.receive_some(65536))
+                response = pack_frame_head(head.identity, head.serial, 4, 0, 0) + b"okay"
+                answered += 1
+                if answered < 3:
+                    await stream.send_all(response)
+                    continue
+                await stream.send_all(response[:-2])  # half the data, then nothing
+                stalled.set()
+                await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+
+        def on_accept(stream: trio.abc.Stream, peer: str) -> None:
+            assert isinstance(stream, MemoryStream)
+            nursery.start_soon(talk, stream)
+
+        serve = partial(
+            net.host(C).serve, port=PORT, bind_v4="0.0.0.0", bind_v6=None, backlog=8, on_accept=on_accept
+        )
+        await nursery.start(serve)
+        async with _node(net, A, timeout=3.0) as a:
+            for _ in range(2):
+                await a.request(Message(b"q", address=C, port=PORT))
+            reading = _reading_to(a, C)
+            conn = a._remotes.find((C, PORT)).current  # type: ignore[union-attr]
+            with trio.move_on_after(0.5) as gave_up:
+                await a.request(Message(b"q", address=C, port=PORT))
+            assert gave_up.cancelled_caught
+            assert stalled.is_set()
+            assert reading.response_reads == 2  # the request was reading when it gave up
+            # Virtual time (the autojump clock): the stall is timed from the reader's turn.
+            await trio.sleep(2.9)
+            assert not conn.closed
+            await trio.sleep(0.2)
+            assert conn.closed
+            assert "stalled mid-frame" in str(conn.failure)
+        nursery.cancel_scope.cancel()

@@ -371,8 +371,10 @@ class FrameReader:
                     # A peer that stops in the middle of a frame must not hold the
                     # connection (and a slot) for ever: the rest must keep coming.
                     host.watch_stall(trio.current_time() + self._timeout)
-                    data = await receive_some(bufsize)
-                    host.watch_stall(math.inf)
+                    try:
+                        data = await receive_some(bufsize)
+                    finally:  # also when a waiting task is cancelled here: the next reader re-arms
+                        host.watch_stall(math.inf)
                 else:
                     data = await receive_some(bufsize)
                 if not data:
