@@ -223,3 +223,29 @@ async def test_a_peer_stalling_mid_frame_is_caught_after_the_reading_request_giv
             assert conn.closed
             assert "stalled mid-frame" in str(conn.failure)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_seated_request_is_not_stood_aside_for_by_an_unrelated_frame(autojump_clock: Any) -> None:
+    """The reader stands aside for a seated request only once its response is in: a note
+    that B sends before the response is read and delivered as usual, and the request then
+    gets its response (were the seat taken as woken from the start, the reader would stand
+    aside after the note and nobody would read the response)."""
+    net = MemoryNetwork()
+    net.set_latency(A, B, LATENCY)
+    async with _node(net, A) as a, _node(net, B) as b, trio.open_nursery() as nursery:
+
+        async def note_then_answer() -> None:
+            async for msg in b:
+                await b.send(Message(b"note", address=A, port=PORT))
+                await trio.sleep(0.5)
+                await b.reply(msg, b"re:" + bytes(msg.data))
+
+        nursery.start_soon(note_then_answer)
+        with trio.fail_after(2):  # the timeout is 5 s
+            response = await a.request(Message(b"q", address=B, port=PORT))
+        assert response.data == b"re:q"
+        note = a._inbox.take_nowait()
+        assert note is not None
+        assert note.data == b"note"
+        note.release()
+        nursery.cancel_scope.cancel()
