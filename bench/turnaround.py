@@ -19,9 +19,10 @@ processes. The script timestamps both sides around their reads and writes
   and whether it is paid depends on whether the peer has gone to sleep since its own
   write, that is on how quickly each side turns around.
 
-The sender's turnaround is also split where trio_chirp's code changes hands (ACK settled,
-``send()`` returned, next ``send()`` called, queued, written). Wall-clock segments, so run
-it on an otherwise idle machine and compare runs of one sitting.
+Each side's turnaround is also split where trio_chirp's code changes hands: on the sender
+the ACK settled, ``send()`` returned, the next ``send()`` called, queued, written; on the
+receiver the message in the inbox, ``receive()`` returned, ``release()`` writing the ACK.
+Wall-clock segments, so run it on an otherwise idle machine and compare runs of one sitting.
 """
 
 from __future__ import annotations
@@ -71,10 +72,13 @@ def _median_us(values: list[int]) -> float:
 
 
 def _instrument_chirp(marks: Marks, *, sender: bool) -> None:
-    """Wrap the default transport's read and write, and on the sender the steps in between."""
+    """Wrap the default transport's read and write, and the steps in between (before the
+    node is made: the node binds some of these methods when it starts)."""
     from trio_chirp import _connection, _reading, _remote, _tcp
+    from trio_chirp._node import _delivery
 
     read, write = _tcp.TCPStream.receive_some, _tcp.TCPStream.send_nowait
+    write_now = _connection.Connection.write_now
 
     async def receive_some(self: Any, max_bytes: int | None = None) -> bytes:
         data = await read(self, max_bytes)
@@ -87,15 +91,23 @@ def _instrument_chirp(marks: Marks, *, sender: bool) -> None:
         marks.mark("written")
         return sent
 
+    def write_now_(self: Any) -> None:
+        marks.mark("write_now")
+        write_now(self)
+
     _tcp.TCPStream.receive_some = receive_some  # type: ignore[method-assign]
     _tcp.TCPStream.send_nowait = send_nowait  # type: ignore[method-assign]
+    _connection.Connection.write_now = write_now_  # type: ignore[method-assign]
     if not sender:
+        deliver = _delivery.Delivery.deliver
+
+        def deliver_(self: Any, source: Any, message: Any) -> None:
+            deliver(self, source, message)
+            marks.mark("in the inbox")
+
+        _delivery.Delivery.deliver = deliver_  # type: ignore[method-assign]
         return
-    settled, enqueue, write_now = (
-        _reading.FrameReader.await_settled,
-        _remote.Remote.enqueue,
-        _connection.Connection.write_now,
-    )
+    settled, enqueue = _reading.FrameReader.await_settled, _remote.Remote.enqueue
 
     async def await_settled(self: Any, out: Any) -> None:
         await settled(self, out)
@@ -105,13 +117,8 @@ def _instrument_chirp(marks: Marks, *, sender: bool) -> None:
         marks.mark("send() queues")
         enqueue(self, out)
 
-    def write_now_(self: Any) -> None:
-        marks.mark("write_now")
-        write_now(self)
-
     _reading.FrameReader.await_settled = await_settled  # type: ignore[method-assign]
     _remote.Remote.enqueue = enqueue_  # type: ignore[method-assign]
-    _connection.Connection.write_now = write_now_  # type: ignore[method-assign]
 
 
 def chirp_receiver(package: str, n: int, ports: Any, results: Any) -> None:
@@ -127,11 +134,14 @@ def chirp_receiver(package: str, n: int, ports: Any, results: Any) -> None:
         async with trio_chirp.open_chirp(trio_chirp.Config(port=0, bind_v6=None)) as chirp:
             ports.put(chirp.port)
             for _ in range(n):
-                (await chirp.receive()).release()
+                msg = await chirp.receive()
+                marks.mark("receive() returned")
+                msg.release()
             await trio.sleep(0.2)  # the last ACK's way
 
     trio.run(main)
-    results.put(("receiver", marks.segments(["read", "write call", "written"])))
+    order = ["read", "in the inbox", "receive() returned", "write_now", "write call", "written"]
+    results.put(("receiver", marks.segments(order)))
     results.put(("receiver marks", _times(marks, "read", "write call")))
 
 
