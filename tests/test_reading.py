@@ -526,3 +526,45 @@ async def test_a_synchronous_request_reads_its_response_and_ack_itself(
         assert _connection(a, B).reading.handed_over == 4  # all but the first two
         assert a.statistics().slots_in_use == 0  # each response was released at once
         nursery.cancel_scope.cancel()
+
+
+async def test_an_ack_timeout_after_a_slot_wait_that_ended_gives_no_slot_hint(autojump_clock: Any) -> None:
+    """A (one slot) held B's message until B's second one had to wait for the slot, then
+    released it: that wait is over. A later ACK timeout on the same connection must not say
+    that A stopped reading for want of a slot (the hint is only for a reader still waiting)."""
+    net = MemoryNetwork()
+    net.set_latency(A, B, LATENCY)
+    held: list[Message] = []
+    async with (
+        _node(net, A, None, timeout=2.0) as a,
+        _node(net, B, None, synchronous=False) as b,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def b_holds() -> None:
+            async for msg in b:
+                if msg.data == b"hold":
+                    held.append(msg)
+                else:
+                    msg.release()
+
+        nursery.start_soon(b_holds)
+        await a.send(_msg(b"up"))
+        first_two = [Message(b"one", address=A, port=PORT), Message(b"two", address=A, port=PORT)]
+        for msg in first_two:
+            await b.send(msg)
+        one = await a.receive()  # holds A's one slot: "two" waits for it
+        await trio.sleep(1)
+        conn = _connection(a, B)
+        assert conn.waiting_for_slot
+        one.release()
+        two = await a.receive()
+        two.release()
+        await trio.testing.wait_all_tasks_blocked()
+        assert not conn.waiting_for_slot  # the wait is over
+        with pytest.raises(ChirpTimeoutError, match=r"no ACK within timeout=2\.0s") as info:
+            await a.send(_msg(b"hold"))
+        assert "receive slot" not in str(info.value)
+        assert "budget" not in str(info.value)
+        held[0].release()
+        nursery.cancel_scope.cancel()
