@@ -17,6 +17,7 @@ import pytest
 import trio
 import trio.testing
 from memnet_helpers import LowRandom
+from reading_helpers import CancelAfterSteps
 from tls_helpers import PKISet
 
 from trio_chirp import (
@@ -99,20 +100,6 @@ async def test_a_synchronous_sender_reads_its_own_acks(autojump_clock: Any, tls:
         nursery.cancel_scope.cancel()
 
 
-class _CancelAfterSteps(trio.abc.Instrument):
-    """Cancel ``scope`` after the ``k``-th step of ``task`` (a cancellation at each of its awaits in turn)."""
-
-    def __init__(self, task: trio.lowlevel.Task, scope: trio.CancelScope, k: int) -> None:
-        self.task, self.scope, self.k = task, scope, k
-        self.steps = 0
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task:
-            self.steps += 1
-            if self.steps == self.k:
-                self.scope.cancel()
-
-
 @pytest.mark.parametrize("k", range(1, 13))
 async def test_an_owner_cancelled_at_any_await_hands_the_reading_back_and_loses_nothing(
     autojump_clock: Any, tls: PKISet | None, k: int
@@ -152,7 +139,7 @@ async def test_an_owner_cancelled_at_any_await_hands_the_reading_back_and_loses_
         conn = _connection(a, B)
         outcome = "cancelled"
         with trio.CancelScope() as scope:
-            instrument = _CancelAfterSteps(trio.lowlevel.current_task(), scope, k)
+            instrument = CancelAfterSteps(trio.lowlevel.current_task(), scope, k)
             trio.lowlevel.add_instrument(instrument)
             try:
                 await a.send(_msg(b"m0"))

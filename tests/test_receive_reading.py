@@ -19,6 +19,7 @@ import pytest
 import trio
 import trio.testing
 from memnet_helpers import LowRandom, NodeInAThread
+from reading_helpers import CancelAfterSteps, StepCounter
 from tls_helpers import PKISet
 
 from trio_chirp import Chirp, Config, Message, ShutdownError, open_chirp
@@ -91,17 +92,6 @@ def tls(request: pytest.FixtureRequest, pki: PKISet) -> PKISet | None:
     return pki if request.param == "tls" else None
 
 
-class _StepCounter(trio.abc.Instrument):
-    """Counts the task steps of one task."""
-
-    def __init__(self, task: trio.lowlevel.Task) -> None:
-        self.task, self.steps = task, 0
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task:
-            self.steps += 1
-
-
 async def test_a_receiving_loop_reads_its_own_messages(autojump_clock: Any, tls: PKISet | None) -> None:
     """A synchronous sender and a receiving loop: from the second message on, the receiving
     task reads every message itself, in order, each ACKed on release."""
@@ -138,7 +128,7 @@ async def test_on_tcp_a_receiving_loop_takes_one_task_step_per_message() -> None
 
     config = Config(port=0, bind_v6=None)
     async with open_chirp(config) as b:
-        counter = _StepCounter(trio.lowlevel.current_task())
+        counter = StepCounter(trio.lowlevel.current_task())
         trio.lowlevel.add_instrument(counter)
         try:
             async with NodeInAThread(config, send_twenty):
@@ -206,7 +196,7 @@ async def test_a_reading_receive_cancelled_at_any_step_loses_nothing(
 
         async def first_loop(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
             with trio.CancelScope() as scope:
-                counter = _CancelAfterSteps(trio.lowlevel.current_task(), scope, k)
+                counter = CancelAfterSteps(trio.lowlevel.current_task(), scope, k)
                 trio.lowlevel.add_instrument(counter)
                 task_status.started(scope)
                 try:
@@ -234,20 +224,6 @@ async def test_a_reading_receive_cancelled_at_any_step_loses_nothing(
         assert b._links.sole_reading() is conn  # the same connection throughout
         assert b.statistics().errors == {}
         nursery.cancel_scope.cancel()
-
-
-class _CancelAfterSteps(trio.abc.Instrument):
-    """Cancel ``scope`` after the ``k``-th step of ``task``."""
-
-    def __init__(self, task: trio.lowlevel.Task, scope: trio.CancelScope, k: int) -> None:
-        self.task, self.scope, self.k = task, scope, k
-        self.steps = 0
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task:
-            self.steps += 1
-            if self.steps == self.k:
-                self.scope.cancel()
 
 
 async def test_closing_the_node_ends_a_reading_receive(autojump_clock: Any) -> None:

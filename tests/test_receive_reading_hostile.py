@@ -12,7 +12,21 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
-from receive_helpers import LATENCY, PORT, A, B, C, Got, conn_of, msg_to, node, receiver_owns, until, up
+from reading_helpers import (
+    LATENCY,
+    PORT,
+    A,
+    B,
+    C,
+    CancelAfterSteps,
+    Got,
+    conn_of,
+    msg_to,
+    node,
+    receiver_owns,
+    until,
+    up,
+)
 from tls_helpers import PKISet
 
 from trio_chirp import ProtocolError, ShutdownError
@@ -207,18 +221,6 @@ async def test_a_second_connection_then_the_first_closes_and_receive_goes_on(
 # --- cancellation at every step -------------------------------------------------------------
 
 
-class _CancelAfterSteps(trio.abc.Instrument):
-    def __init__(self, task: trio.lowlevel.Task, scope: trio.CancelScope, k: int) -> None:
-        self.task, self.scope, self.k = task, scope, k
-        self.steps = 0
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task:
-            self.steps += 1
-            if self.steps == self.k:
-                self.scope.cancel()
-
-
 @pytest.mark.parametrize("k", range(1, 9))
 async def test_a_receive_cancelled_at_any_step_loses_nothing(
     autojump_clock: Any, tls: PKISet | None, k: int
@@ -246,7 +248,7 @@ async def test_a_receive_cancelled_at_any_step_loses_nothing(
         nursery.start_soon(flooder)
         for _round in range(3):
             with trio.CancelScope() as scope:
-                instrument = _CancelAfterSteps(trio.lowlevel.current_task(), scope, k)
+                instrument = CancelAfterSteps(trio.lowlevel.current_task(), scope, k)
                 trio.lowlevel.add_instrument(instrument)
                 try:
                     go.set()

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
-from receive_helpers import LATENCY, A, B, Got, msg_to, node, up
+from reading_helpers import LATENCY, A, B, Got, msg_to, node, up
 from tls_helpers import PKISet
 
 from trio_chirp import Chirp, Message, Workers

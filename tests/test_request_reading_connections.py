@@ -12,17 +12,17 @@ import pytest
 import trio
 import trio.testing
 from memnet_helpers import NodeInAThread
-from receive_helpers import until
-from request_helpers import (
+from reading_helpers import (
     LATENCY,
     PORT,
     A,
     B,
     C,
+    async_node,
     conn_of,
     msg_to,
-    node,
     reading_to,
+    until,
 )
 from tls_helpers import PKISet
 
@@ -61,7 +61,11 @@ async def test_the_peer_drops_the_connection_and_answers_on_a_new_one(autojump_c
     response, not at its timeout."""
     net = MemoryNetwork()
     net.set_latency(A, B, LATENCY)
-    async with node(net, A, timeout=5) as a, node(net, B, timeout=5) as b, trio.open_nursery() as nursery:
+    async with (
+        async_node(net, A, timeout=5) as a,
+        async_node(net, B, timeout=5) as b,
+        trio.open_nursery() as nursery,
+    ):
         held: list[Message] = []
 
         async def b_serves() -> None:
@@ -104,8 +108,8 @@ async def test_both_dial_at_once_and_request_both_ways(autojump_clock: Any, tls:
     net = MemoryNetwork()
     net.set_latency(A, B, LATENCY)
     async with (
-        node(net, A, tls, timeout=5) as a,
-        node(net, B, tls, timeout=5) as b,
+        async_node(net, A, tls, timeout=5) as a,
+        async_node(net, B, tls, timeout=5) as b,
         trio.open_nursery() as nursery,
     ):
 
@@ -144,7 +148,7 @@ async def test_the_requesting_node_closes_while_a_request_reads(autojump_clock: 
     net.set_latency(A, B, LATENCY)
     outcome: list[BaseException] = []
     holding = trio.Event()
-    async with node(net, B) as b, trio.open_nursery() as nursery:
+    async with async_node(net, B) as b, trio.open_nursery() as nursery:
 
         async def b_serves() -> None:
             async for msg in b:
@@ -155,7 +159,7 @@ async def test_the_requesting_node_closes_while_a_request_reads(autojump_clock: 
                     await b.reply(msg, b"ok")
 
         nursery.start_soon(b_serves)
-        a_cm = node(net, A, timeout=3)
+        a_cm = async_node(net, A, timeout=3)
         a = await a_cm.__aenter__()
         try:
 
@@ -205,7 +209,7 @@ async def test_reply_puts_the_response_on_the_wire_before_the_ack(autojump_clock
     seen: list[tuple[str, bytes]] = []
     acks_seen = trio.Event()
     n = 24
-    async with node(net, B, timeout=10) as b, trio.open_nursery() as nursery:
+    async with async_node(net, B, timeout=10) as b, trio.open_nursery() as nursery:
 
         async def handler(msg: Message) -> None:
             await trio.sleep(0.001 * (msg.data[-1] % 5))
@@ -272,9 +276,9 @@ async def test_requests_through_a_router_to_workers(autojump_clock: Any, tls: PK
     for x, y in ((A, B), (B, C)):
         net.set_latency(x, y, LATENCY)
     async with (
-        node(net, A, tls, timeout=5) as a,
-        node(net, B, tls, timeout=5) as b,
-        node(net, C, tls, timeout=5) as c,
+        async_node(net, A, tls, timeout=5) as a,
+        async_node(net, B, tls, timeout=5) as b,
+        async_node(net, C, tls, timeout=5) as c,
         trio.open_nursery() as nursery,
     ):
 
@@ -399,7 +403,11 @@ async def test_a_response_racing_the_timeout_is_either_returned_or_counted_late(
     net = MemoryNetwork()
     net.set_latency(A, B, LATENCY)
     timeout = 1.0
-    async with node(net, A, timeout=timeout) as a, node(net, B) as b, trio.open_nursery() as nursery:
+    async with (
+        async_node(net, A, timeout=timeout) as a,
+        async_node(net, B) as b,
+        trio.open_nursery() as nursery,
+    ):
 
         async def b_serves() -> None:
             async for msg in b:
@@ -441,9 +449,9 @@ async def test_the_same_identity_from_another_peer_does_not_end_a_reading_reques
     held: list[Message] = []
     at_a: list[tuple[bytes, str]] = []
     async with (
-        node(net, A, timeout=5) as a,
-        node(net, B) as b,
-        node(net, C) as c,
+        async_node(net, A, timeout=5) as a,
+        async_node(net, B) as b,
+        async_node(net, C) as c,
         trio.open_nursery() as nursery,
     ):
 

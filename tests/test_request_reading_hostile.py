@@ -18,18 +18,18 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from receive_helpers import until
-from request_helpers import (
+from reading_helpers import (
     LATENCY,
     A,
     B,
     C,
     CancelAfterSteps,
+    async_node,
     conn_of,
     echo,
     msg_to,
-    node,
     reading_to,
+    until,
 )
 from tls_helpers import PKISet
 
@@ -62,7 +62,7 @@ async def test_many_tasks_requesting_one_peer_each_get_their_own_response(
     delays = {
         b"t%d-%d" % (t, i): rng.choice([0.0, 0.001, 0.005, 0.02, 0.05]) for t in range(6) for i in range(10)
     }
-    async with node(net, A, tls) as a, node(net, B, tls) as b, trio.open_nursery() as nursery:
+    async with async_node(net, A, tls) as a, async_node(net, B, tls) as b, trio.open_nursery() as nursery:
         nursery.start_soon(partial(echo, b, lambda d: delays[d]))
         results: dict[bytes, bytes] = {}
 
@@ -95,9 +95,9 @@ async def test_requests_to_two_peers_at_once_from_one_node(autojump_clock: Any, 
     net.set_latency(A, B, LATENCY)
     net.set_latency(A, C, 3 * LATENCY)
     async with (
-        node(net, A, tls) as a,
-        node(net, B, tls) as b,
-        node(net, C, tls) as c,
+        async_node(net, A, tls) as a,
+        async_node(net, B, tls) as b,
+        async_node(net, C, tls) as c,
         trio.open_nursery() as nursery,
     ):
 
@@ -134,7 +134,7 @@ async def test_an_error_response_raises_at_once_while_the_request_reads(autojump
     request made it the reader), raises RemoteError at once, not at its timeout."""
     net = MemoryNetwork()
     net.set_latency(A, B, LATENCY)
-    async with node(net, A, timeout=5) as a, node(net, B) as b, trio.open_nursery() as nursery:
+    async with async_node(net, A, timeout=5) as a, async_node(net, B) as b, trio.open_nursery() as nursery:
 
         async def handler(msg: Message) -> None:
             if msg.data == b"bad":
@@ -168,7 +168,11 @@ async def test_a_request_timing_out_while_reading_then_its_late_response_is_drop
     net.set_latency(A, B, LATENCY)
     held: list[Message] = []
     at_a: list[bytes] = []
-    async with node(net, A, tls, timeout=2) as a, node(net, B, tls) as b, trio.open_nursery() as nursery:
+    async with (
+        async_node(net, A, tls, timeout=2) as a,
+        async_node(net, B, tls) as b,
+        trio.open_nursery() as nursery,
+    ):
 
         async def b_serves() -> None:
             async for msg in b:
@@ -207,7 +211,7 @@ async def test_a_request_timing_out_while_reading_then_its_late_response_is_drop
 async def test_the_callers_deadline_ends_a_reading_request_with_too_slow(autojump_clock: Any) -> None:
     net = MemoryNetwork()
     net.set_latency(A, B, LATENCY)
-    async with node(net, A, timeout=5) as a, node(net, B) as b, trio.open_nursery() as nursery:
+    async with async_node(net, A, timeout=5) as a, async_node(net, B) as b, trio.open_nursery() as nursery:
 
         async def b_serves() -> None:
             async for msg in b:
@@ -243,7 +247,7 @@ async def test_a_request_cancelled_at_each_step_loses_nothing(
     flood = [b"f%d" % i for i in range(10)]
     at_a: list[bytes] = []
     all_in = trio.Event()
-    async with node(net, A, tls) as a, node(net, B, tls) as b, trio.open_nursery() as nursery:
+    async with async_node(net, A, tls) as a, async_node(net, B, tls) as b, trio.open_nursery() as nursery:
 
         async def b_serves() -> None:
             async for msg in b:
@@ -293,7 +297,7 @@ async def test_a_seated_request_cancelled_at_each_step_loses_nothing(autojump_cl
     cancelled after its k-th step; everything else completes, the reader is not stuck aside."""
     net = MemoryNetwork()
     net.set_latency(A, B, LATENCY)
-    async with node(net, A) as a, node(net, B) as b, trio.open_nursery() as nursery:
+    async with async_node(net, A) as a, async_node(net, B) as b, trio.open_nursery() as nursery:
         nursery.start_soon(partial(echo, b, lambda d: 0.05 if d.startswith(b"s") else 0.01))
         assert (await a.request(msg_to(b"warm", B))).data == b"re:warm"
         results: list[bytes] = []
@@ -358,7 +362,11 @@ async def test_requests_receive_loop_and_sync_sends_on_one_connection(
     net.set_latency(A, B, LATENCY)
     at_a: list[bytes] = []
     at_b: list[bytes] = []
-    async with node(net, A, tls, timeout=5) as a, node(net, B, tls) as b, trio.open_nursery() as nursery:
+    async with (
+        async_node(net, A, tls, timeout=5) as a,
+        async_node(net, B, tls) as b,
+        trio.open_nursery() as nursery,
+    ):
 
         async def a_receives() -> None:
             async for msg in a:
@@ -414,8 +422,8 @@ async def test_a_flood_with_one_slot_while_requests_read(autojump_clock: Any, tl
     flood = [b"f%03d" % i for i in range(40)]
     at_a: list[bytes] = []
     async with (
-        node(net, A, tls, max_slots=1, timeout=10) as a,
-        node(net, B, tls) as b,
+        async_node(net, A, tls, max_slots=1, timeout=10) as a,
+        async_node(net, B, tls) as b,
         trio.open_nursery() as nursery,
     ):
 

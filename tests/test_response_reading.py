@@ -8,7 +8,7 @@ at once; a request cancelled while reading hands the reading back and loses noth
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -46,15 +46,6 @@ def _reading_to(chirp: Chirp, ip: str, port: int = PORT) -> FrameReader:
 async def _answer(chirp: Chirp) -> None:
     async for msg in chirp:
         await chirp.reply(msg, b"re:" + bytes(msg.data))
-
-
-class _StepCounter(trio.abc.Instrument):
-    def __init__(self, task: trio.lowlevel.Task) -> None:
-        self.task, self.steps = task, 0
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task:
-            self.steps += 1
 
 
 async def test_a_request_loop_reads_its_own_responses(autojump_clock: Any) -> None:
@@ -107,16 +98,16 @@ async def test_a_request_cancelled_while_reading_loses_nothing(autojump_clock: A
         nursery.cancel_scope.cancel()
 
 
-async def test_a_response_on_another_connection_ends_the_read(autojump_clock: Any) -> None:
-    """A raw peer at C answers A's first requests on the connection A dialled, then answers
-    one on a second connection it opens to A: that request, reading the first connection,
-    returns at once instead of at its timeout."""
-    net = MemoryNetwork()
-    net.set_latency(A, C, LATENCY)
-    identity = b"\xee" * 16
+async def _raw_responder(
+    net: MemoryNetwork,
+    nursery: trio.Nursery,
+    answer: Callable[[MemoryStream, FrameHead, int], Awaitable[None]],
+) -> None:
+    """A raw peer at C, listening on ``PORT``: it sends its handshake to whoever dials it and
+    calls ``answer(stream, head, n)`` for the n-th message frame (1, 2, ...) once it is read."""
 
     async def talk(stream: MemoryStream) -> None:
-        await stream.send_all(encode_handshake(PORT, identity))
+        await stream.send_all(encode_handshake(PORT, b"\xee" * 16))
         parser = FrameParser(2**20)
         answered = 0
         while True:
@@ -127,28 +118,38 @@ async def test_a_response_on_another_connection_ends_the_read(autojump_clock: An
                     return
                 parser.receive_data(data)
             elif isinstance(event, FrameHead) and event.is_message:
-                head = event
                 while parser.next_event() is NEED_DATA:  # the header map and the data
                     parser.receive_data(await stream.receive_some(65536))
-                response = pack_frame_head(head.identity, head.serial, 2, 0, 0) + b"ok"
                 answered += 1
-                if answered < 3:
-                    await stream.send_all(response)
-                    continue
-                other, _ = await net.host(C).connect(A, PORT)
-                await other.send_all(encode_handshake(PORT, identity) + response)
-                await trio.sleep_forever()
+                await answer(stream, event, answered)
+
+    def on_accept(stream: trio.abc.Stream, peer: str) -> None:
+        assert isinstance(stream, MemoryStream)
+        nursery.start_soon(talk, stream)
+
+    serve = partial(
+        net.host(C).serve, port=PORT, bind_v4="0.0.0.0", bind_v6=None, backlog=8, on_accept=on_accept
+    )
+    await nursery.start(serve)
+
+
+async def test_a_response_on_another_connection_ends_the_read(autojump_clock: Any) -> None:
+    """A raw peer at C answers A's first requests on the connection A dialled, then answers
+    one on a second connection it opens to A: that request, reading the first connection,
+    returns at once instead of at its timeout."""
+    net = MemoryNetwork()
+    net.set_latency(A, C, LATENCY)
+
+    async def answer(stream: MemoryStream, head: FrameHead, n: int) -> None:
+        response = pack_frame_head(head.identity, head.serial, 2, 0, 0) + b"ok"
+        if n < 3:
+            await stream.send_all(response)
+            return
+        other, _ = await net.host(C).connect(A, PORT)
+        await other.send_all(encode_handshake(PORT, b"\xee" * 16) + response)
 
     async with trio.open_nursery() as nursery:
-
-        def on_accept(stream: trio.abc.Stream, peer: str) -> None:
-            assert isinstance(stream, MemoryStream)
-            nursery.start_soon(talk, stream)
-
-        serve = partial(
-            net.host(C).serve, port=PORT, bind_v4="0.0.0.0", bind_v6=None, backlog=8, on_accept=on_accept
-        )
-        await nursery.start(serve)
+        await _raw_responder(net, nursery, answer)
         async with _node(net, A) as a:
             for _ in range(2):
                 assert (await a.request(Message(b"q", address=C, port=PORT))).data == b"ok"
@@ -172,40 +173,16 @@ async def test_a_peer_stalling_mid_frame_is_caught_after_the_reading_request_giv
     net.set_latency(A, C, LATENCY)
     stalled = trio.Event()
 
-    async def talk(stream: MemoryStream) -> None:
-        await stream.send_all(encode_handshake(PORT, b"\xee" * 16))
-        parser = FrameParser(2**20)
-        answered = 0
-        while True:
-            event = parser.next_event()
-            if event is NEED_DATA:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                parser.receive_data(data)
-            elif isinstance(event, FrameHead) and event.is_message:
-                head = event
-                while parser.next_event() is NEED_DATA:
-                    parser.receive_data(await stream.receive_some(65536))
-                response = pack_frame_head(head.identity, head.serial, 4, 0, 0) + b"okay"
-                answered += 1
-                if answered < 3:
-                    await stream.send_all(response)
-                    continue
-                await stream.send_all(response[:-2])  # half the data, then nothing
-                stalled.set()
-                await trio.sleep_forever()
+    async def answer(stream: MemoryStream, head: FrameHead, n: int) -> None:
+        response = pack_frame_head(head.identity, head.serial, 4, 0, 0) + b"okay"
+        if n < 3:
+            await stream.send_all(response)
+            return
+        await stream.send_all(response[:-2])  # half the data, then nothing
+        stalled.set()
 
     async with trio.open_nursery() as nursery:
-
-        def on_accept(stream: trio.abc.Stream, peer: str) -> None:
-            assert isinstance(stream, MemoryStream)
-            nursery.start_soon(talk, stream)
-
-        serve = partial(
-            net.host(C).serve, port=PORT, bind_v4="0.0.0.0", bind_v6=None, backlog=8, on_accept=on_accept
-        )
-        await nursery.start(serve)
+        await _raw_responder(net, nursery, answer)
         async with _node(net, A, timeout=3.0) as a:
             for _ in range(2):
                 await a.request(Message(b"q", address=C, port=PORT))

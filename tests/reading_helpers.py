@@ -1,8 +1,11 @@
-"""Helpers of the receive()-reading attack tests (test_receive_reading_hostile/_storm.py)."""
+"""Helpers of the tests of tasks that read their own connection (``_reading.py``): nodes on
+the in-memory network, the step instruments that cancel a task after its k-th step or count
+its steps, and small waits in virtual time."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,13 +15,9 @@ import trio.testing
 from memnet_helpers import LowRandom
 from tls_helpers import PKISet
 
-from trio_chirp import (
-    Chirp,
-    Config,
-    Message,
-    open_chirp,
-)
+from trio_chirp import Chirp, Config, Message, open_chirp
 from trio_chirp._connection import Connection
+from trio_chirp._reading import FrameReader
 from trio_chirp.testing import MemoryNetwork
 
 A, B, C, D = "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"
@@ -30,10 +29,19 @@ LATENCY = 0.01
 async def node(
     net: MemoryNetwork, ip: str, pki: PKISet | None = None, **settings: Any
 ) -> AsyncIterator[Chirp]:
+    """A node at ``ip`` listening on ``PORT`` (plaintext, or TLS with ``pki``)."""
     settings.setdefault("port", PORT)
     config = Config(disable_encryption=True, **settings) if pki is None else pki.config("alpha", **settings)
     async with open_chirp(config, transport=net.host(ip), rng=LowRandom(7)) as chirp:
         yield chirp
+
+
+def async_node(
+    net: MemoryNetwork, ip: str, pki: PKISet | None = None, **settings: Any
+) -> contextlib.AbstractAsyncContextManager[Chirp]:
+    """``node`` in asynchronous mode unless told otherwise (requests' tests)."""
+    settings.setdefault("synchronous", False)
+    return node(net, ip, pki, **settings)
 
 
 def conn_of(chirp: Chirp, ip: str) -> Connection:
@@ -93,3 +101,47 @@ async def receiver_owns(b: Chirp, ip_a: str, conn: Connection) -> trio.lowlevel.
     owner = conn.reading.owner
     assert isinstance(owner, trio.lowlevel.Task)
     return owner
+
+
+def reading_to(chirp: Chirp, ip: str) -> FrameReader:
+    reading = chirp._remotes.reading_of((ip, PORT))
+    assert reading is not None
+    return reading
+
+
+async def echo(chirp: Chirp, delay: Callable[[bytes], float] | None = None) -> None:
+    """Answer every message with ``re:<data>``, each from its own task (after ``delay``)."""
+    async with trio.open_nursery() as nursery:
+        async for msg in chirp:
+
+            async def answer(msg: Message) -> None:
+                if delay is not None:
+                    await trio.sleep(delay(bytes(msg.data)))
+                await chirp.reply(msg, b"re:" + bytes(msg.data))
+
+            nursery.start_soon(answer, msg)
+
+
+class CancelAfterSteps(trio.abc.Instrument):
+    """Cancel ``scope`` after the ``k``-th step of ``task``."""
+
+    def __init__(self, task: trio.lowlevel.Task, scope: trio.CancelScope, k: int) -> None:
+        self.task, self.scope, self.k = task, scope, k
+        self.steps = 0
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+            if self.steps == self.k:
+                self.scope.cancel()
+
+
+class StepCounter(trio.abc.Instrument):
+    """Counts the task steps of one task (``steps``)."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task, self.steps = task, 0
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
