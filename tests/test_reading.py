@@ -277,9 +277,13 @@ async def test_an_ack_that_never_comes_times_out_as_before_while_the_sender_read
             await a.send(_msg(b"warm-up"))
         conn = _connection(a, B)
         start = trio.current_time()
-        with pytest.raises(ChirpTimeoutError, match=r"no ACK within timeout=2\.0s"):
+        with pytest.raises(ChirpTimeoutError, match=r"no ACK within timeout=2\.0s") as info:
             await a.send(_msg(b"hold"))
         assert trio.current_time() - start == pytest.approx(2.0)
+        # Alone in flight to a peer that grants one, the send waits under no cancel scope of
+        # its own: the connection's ACK timer ends it, and it is said as a send's timeout.
+        assert str(info.value).startswith(f"send to {B}:{PORT}: no ACK")
+        assert info.value.__cause__ is conn.failure
         assert a.statistics().send_errors == {"ChirpTimeoutError": 1}
         await trio.testing.wait_all_tasks_blocked()
         assert a.statistics().errors == {"ChirpTimeoutError": 1}  # the connection's ACK timer

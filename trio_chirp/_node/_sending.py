@@ -18,7 +18,7 @@ import trio
 from .._address import RemoteKey, destination_of
 from .._connection import Connection
 from .._deadline import effective_deadline
-from .._errors import ChirpError, MessageInUseError, ShutdownError
+from .._errors import ChirpError, ChirpTimeoutError, MessageInUseError, ShutdownError
 from .._header import ChirpMeta
 from .._message import Message, SendOptions, in_use, payload_of, set_in_use
 from .._protocol import check_frame_lengths
@@ -202,30 +202,37 @@ class Sender:
             queued = remote.has_room() and not remote.closed
             if queued:
                 remote.enqueue(out)
-            with trio.move_on_at(deadline):
-                while not queued and (not remote.has_room() or remote.closed):
-                    if not remote.closed:
-                        await remote.room_lot.park()
-                    if state.closing:
-                        raise ShutdownError(f"{state} closed while {message!r} waited for queue room")
-                    remote = self._remotes.get(key)
-                    if remote.connect_error is not None and remote.current is None:
-                        raise copy_error(remote.connect_error)
-                if not queued:
-                    remote.enqueue(out)
-                if not out.synchronous and not out.confirm:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                    return
-                await self._await_outcome(out)
+            unscoped = queued and _bounded_by_the_ack_timer(remote, out, deadline)
+            if unscoped:
+                await self._await_outcome(out)  # no scope of its own: see the function
+            else:
+                with trio.move_on_at(deadline):
+                    while not queued and (not remote.has_room() or remote.closed):
+                        if not remote.closed:
+                            await remote.room_lot.park()
+                        if state.closing:
+                            raise ShutdownError(f"{state} closed while {message!r} waited for queue room")
+                        remote = self._remotes.get(key)
+                        if remote.connect_error is not None and remote.current is None:
+                            raise copy_error(remote.connect_error)
+                    if not queued:
+                        remote.enqueue(out)
+                    if not out.synchronous and not out.confirm:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                        return
+                    await self._await_outcome(out)
         except BaseException:
             self._abandon(remote, out, None)
             raise
         finally:
             set_in_use(message, False)
         if out.state is OutgoingState.DONE or out.state is OutgoingState.WITHDRAWN:
-            if out.error is not None:
-                raise out.error
-            return
+            failure = out.error
+            if failure is None:
+                return
+            if unscoped and _ack_timer_ended(out, failure):  # said as the scope would have
+                raise remote.timeout_error(out, self._config.timeout) from failure
+            raise failure
         error = remote.timeout_error(out, self._config.timeout)
         self._abandon(remote, out, error)
         raise error
@@ -248,3 +255,23 @@ class Sender:
         if out.state is OutgoingState.QUEUED:
             remote.withdraw(out, error or ShutdownError("the sender was cancelled"))
             remote.kick()
+
+
+def _bounded_by_the_ack_timer(remote: NodeRemote, out: Outgoing, deadline: float) -> bool:
+    """Whether a send may wait for its ACK without a cancel scope of its own.
+
+    True for a synchronous message written the moment it was accepted, alone in flight
+    (the peer grants one: libchirp, a synchronous receiver) and with no earlier deadline
+    than ``config.timeout``: then its connection's ACK timer closes the connection
+    ``timeout`` after that write, which fails the message with that timeout, at (within
+    microseconds) the deadline the scope would have had; a caller's earlier deadline still
+    cancels through the caller's own scope. Entering and leaving a cancel scope costs about
+    5 us on the critical path of each round trip (docs/performance.md).
+    """
+    return out.state is OutgoingState.AWAITING_ACK and out.deadline >= deadline and remote.window == 1
+
+
+def _ack_timer_ended(out: Outgoing, failure: ChirpError) -> bool:
+    """Whether ``failure`` is the ACK timeout with which ``out``'s connection closed."""
+    conn = out.connection
+    return isinstance(failure, ChirpTimeoutError) and isinstance(conn, Connection) and failure is conn.failure
