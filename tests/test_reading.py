@@ -559,3 +559,40 @@ async def test_an_ack_timeout_after_a_slot_wait_that_ended_gives_no_slot_hint(au
         assert "budget" not in str(info.value)
         held[0].release()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_callers_earlier_deadline_ends_a_send_waiting_under_the_ack_timer(
+    autojump_clock: Any,
+) -> None:
+    """A send alone in flight to a peer that grants one waits under its connection's ACK
+    timer, not a scope of its own: its caller's own, earlier deadline still ends it on time,
+    with Trio's own exception, and the connection stays until the ACK timer's timeout."""
+    net = MemoryNetwork()
+    held: list[Message] = []
+    async with (
+        _node(net, A, None, timeout=2.0) as a,
+        _node(net, B, None) as b,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def b_holds() -> None:
+            async for msg in b:
+                if msg.data == b"hold":
+                    held.append(msg)
+                else:
+                    msg.release()
+
+        nursery.start_soon(b_holds)
+        await a.send(_msg(b"warm-up"))
+        conn = _connection(a, B)
+        start = trio.current_time()
+        with pytest.raises(trio.TooSlowError), trio.fail_after(0.5):
+            await a.send(_msg(b"hold"))
+        assert trio.current_time() - start == pytest.approx(0.5)
+        assert a.statistics().send_errors == {}  # Trio's cancellation, not a send error
+        assert not conn.closed  # the message keeps its place until its ACK or the timer
+        await trio.sleep(1.6)
+        assert conn.closed
+        assert "no ACK within timeout=2.0s" in str(conn.failure)
+        held[0].release()
+        nursery.cancel_scope.cancel()

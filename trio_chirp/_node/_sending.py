@@ -202,7 +202,7 @@ class Sender:
             queued = remote.has_room() and not remote.closed
             if queued:
                 remote.enqueue(out)
-            unscoped = queued and _bounded_by_the_ack_timer(remote, out, deadline)
+            unscoped = queued and _bounded_by_the_ack_timer(remote, out)
             if unscoped:
                 await self._await_outcome(out)  # no scope of its own: see the function
             else:
@@ -257,18 +257,18 @@ class Sender:
             remote.kick()
 
 
-def _bounded_by_the_ack_timer(remote: NodeRemote, out: Outgoing, deadline: float) -> bool:
+def _bounded_by_the_ack_timer(remote: NodeRemote, out: Outgoing) -> bool:
     """Whether a send may wait for its ACK without a cancel scope of its own.
 
-    True for a synchronous message written the moment it was accepted, alone in flight
-    (the peer grants one: libchirp, a synchronous receiver) and with no earlier deadline
-    than ``config.timeout``: then its connection's ACK timer closes the connection
-    ``timeout`` after that write, which fails the message with that timeout, at (within
-    microseconds) the deadline the scope would have had; a caller's earlier deadline still
-    cancels through the caller's own scope. Entering and leaving a cancel scope costs about
-    5 us on the critical path of each round trip (docs/performance.md).
+    True for a synchronous message written the moment it was accepted and alone in flight
+    (the peer grants one: libchirp, a synchronous receiver): its connection's ACK timer
+    then closes the connection ``timeout`` after that write, which fails the message with
+    that timeout, within microseconds of the deadline the scope would have had
+    (``config.timeout`` from the accept). A caller's own deadline never needed this scope:
+    the caller's cancel scope ends the wait. Entering and leaving a cancel scope costs about
+    5 us on the critical path of every round trip (docs/performance.md).
     """
-    return out.state is OutgoingState.AWAITING_ACK and out.deadline >= deadline and remote.window == 1
+    return out.state is OutgoingState.AWAITING_ACK and remote.window == 1
 
 
 def _ack_timer_ended(out: Outgoing, failure: ChirpError) -> bool:
