@@ -245,20 +245,8 @@ class FrameReader:
             self._pass_on()  # we may have been handed the reading: give it back
 
     async def _read_for(self, out: Outgoing) -> None:
-        self.owner = task = trio.lowlevel.current_task()
         self.handed_over += 1
-        try:
-            await self._read(lambda: _settled(out))
-        except (ChirpError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            # What the reader would have closed the connection with (``_connection._guard``);
-            # the send then fails with the connection's error when it closes. A closed
-            # stream (``ClosedResourceError``) means the connection is ending already.
-            if not self._host.closed:
-                self._host.fail(exc)
-        finally:
-            if self.owner is task:
-                self.owner = None
-            self._pass_on()
+        await self._read_until(lambda: _settled(out))
 
     async def read_for_receiver(self) -> None:
         """``receive()`` with an empty inbox on a node whose one connection this is: read it
@@ -286,12 +274,16 @@ class FrameReader:
 
     @trio.lowlevel.enable_ki_protection
     async def _read_until(self, done: Callable[[], bool]) -> None:
+        """Read as the owner until ``done()`` (see ``_read``), then pass the reading on."""
         self.owner = task = trio.lowlevel.current_task()
         try:
             await self._read(done)
         except (ChirpError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            # What the reader would have closed the connection with (``_connection._guard``);
+            # the waiting task then fails with the connection's error when it closes. A
+            # closed stream (``ClosedResourceError``) means the connection is ending already.
             if not self._host.closed:
-                self._host.fail(exc)  # as in ``_read_for``
+                self._host.fail(exc)
         finally:
             if self.owner is task:
                 self.owner = None
@@ -342,10 +334,7 @@ class FrameReader:
         self._clock = clock = trio.lowlevel.current_clock().current_time  # trio.current_time(), one call less
         if self._slot_cost is not None:
             assert done is None  # only the reader waits for a slot
-            host.waiting_for_slot = True  # left set if the connection closes meanwhile
-            await slots.acquire(self._slot_cost, host.slot_probe)
-            host.waiting_for_slot = False
-            self._slot_cost = None
+            await self._wait_for_slot(self._slot_cost)  # one a waiting task left to it
         while True:
             event = parser.next_event()
             if event is NEED_DATA:
@@ -358,15 +347,13 @@ class FrameReader:
                     self.owner = None  # the task waiting here reads from now on
                     _wake(self._waiting[0])
                     return
-                else:
-                    seat = self.seat
-                    if seat is not None and seat.woken:
-                        # We woke the seated task: it reads on, and gives the reading
-                        # back when it leaves its seat (``leave_seat``).
-                        seat.woken = False
-                        seat.give_back = self._pass_on
-                        self.owner = None
-                        return
+                elif (seat := self.seat) is not None and seat.woken:
+                    # We woke the seated task: it reads on, and gives the reading back
+                    # when it leaves its seat (``leave_seat``).
+                    seat.woken = False
+                    seat.give_back = self._pass_on
+                    self.owner = None
+                    return
                 if parser.mid_frame:
                     # A peer that stops in the middle of a frame must not hold the
                     # connection (and a slot) for ever: the rest must keep coming.
@@ -395,14 +382,12 @@ class FrameReader:
                     self._head_time = clock()  # msg.deadline counts from here
                     cost = event.header_len + event.data_len
                     if not slots.try_take(cost):
-                        self._slot_cost = cost
-                        host.waiting_for_slot = True
                         if done is not None:
+                            self._slot_cost = cost
+                            host.waiting_for_slot = True
                             self.stopped_for_slot += 1
                             return  # the reader waits for the slot, as it always did
-                        await slots.acquire(cost, host.slot_probe)
-                        host.waiting_for_slot = False
-                        self._slot_cost = None
+                        await self._wait_for_slot(cost)
                 elif event.is_noop:
                     if self._announcement_due and event.identity != ZERO_IDENTITY:
                         announcement = decode_announcement(event.identity)
@@ -437,6 +422,17 @@ class FrameReader:
                 assert isinstance(event, Handshake)
                 host.on_peer_handshake(event)
                 self._announcement_due = True
+
+    async def _wait_for_slot(self, cost: int) -> None:
+        """The reader task stops reading until a slot for ``cost`` is free (TCP pushes back).
+
+        ``waiting_for_slot`` says so meanwhile, and stays set if the connection closes."""
+        host = self._host
+        self._slot_cost = cost
+        host.waiting_for_slot = True
+        await host.slots.acquire(cost, host.slot_probe)
+        host.waiting_for_slot = False
+        self._slot_cost = None
 
     def _deliver(self, event: DataFrame) -> None:
         host = self._host
