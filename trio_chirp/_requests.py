@@ -365,7 +365,7 @@ class Requests:
                     await reading.read_for_response(event.is_set)
                 finally:
                     pending.reading_scope = None
-        elif reading is not None and not event.is_set():
+        elif reading is not None:  # (not settled yet: this is only called then)
             seat = Seat()
             if reading.take_seat(seat):
                 pending.seat = seat

@@ -188,16 +188,18 @@ class RemoteTable:
         remote = self._remotes.get(key)
         return remote is not None and remote.awaiting_ack(identity)
 
+    def _current(self, key: RemoteKey) -> Connection | None:
+        remote = self._remotes.get(key)
+        return None if remote is None else remote.current
+
     def peer_announced(self, key: RemoteKey) -> bool:
         """Whether the peer at ``key`` announced itself as trio_chirp on its current connection."""
-        remote = self._remotes.get(key)
-        conn = None if remote is None else remote.current
+        conn = self._current(key)
         return conn is not None and conn.peer_announcement is not None
 
     def reading_of(self, key: RemoteKey) -> FrameReader | None:
         """The frame reader of the current connection to ``key`` (a response comes on it)."""
-        remote = self._remotes.get(key)
-        conn = None if remote is None else remote.current
+        conn = self._current(key)
         return None if conn is None or conn.closed else conn.reading
 
     def settle_in_flight(self, key: RemoteKey, identity: bytes, error: ChirpError) -> bool:
