@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import trio
+import trio.testing
 
 from trio_chirp import Chirp, Config, Message, open_chirp
 from trio_chirp._protocol import NEED_DATA, FrameHead, FrameParser, decode_announcement, encode_handshake
@@ -144,3 +146,43 @@ class NodeInAThread:
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(cancel)  # thread-safe, does not block
         await trio.to_thread.run_sync(self._thread.join)
+
+
+async def memory_pair(
+    net: MemoryNetwork, nursery: trio.Nursery, client: str = "10.0.0.1", server: str = "10.0.0.2"
+) -> tuple[MemoryStream, MemoryStream]:
+    """Both ends of one connection on ``net``: from ``client`` to a listener at ``server``
+    (run by ``nursery``)."""
+    accepted: list[MemoryStream] = []
+
+    def on_accept(stream: trio.abc.Stream, peer: str) -> None:
+        assert isinstance(stream, MemoryStream)
+        accepted.append(stream)
+
+    serve = partial(
+        net.host(server).serve, port=0, bind_v4="0.0.0.0", bind_v6=None, backlog=8, on_accept=on_accept
+    )
+    port: int = await nursery.start(serve)
+    stream, _ = await net.host(client).connect(server, port)
+    await trio.testing.wait_all_tasks_blocked()
+    return stream, accepted[0]
+
+
+async def serve_raw(
+    nursery: trio.Nursery,
+    net: MemoryNetwork,
+    ip: str,
+    port: int,
+    talk: Callable[[MemoryStream], Awaitable[None]],
+) -> None:
+    """A raw peer listening at ``ip:port`` on ``net``: each accepted stream runs ``talk(stream)``
+    in ``nursery`` (which also runs the listener)."""
+
+    def on_accept(stream: trio.abc.Stream, peer: str) -> None:
+        assert isinstance(stream, MemoryStream)
+        nursery.start_soon(talk, stream)
+
+    serve = partial(
+        net.host(ip).serve, port=port, bind_v4="0.0.0.0", bind_v6=None, backlog=8, on_accept=on_accept
+    )
+    await nursery.start(serve)

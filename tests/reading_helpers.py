@@ -145,3 +145,17 @@ class StepCounter(trio.abc.Instrument):
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         if task is self.task:
             self.steps += 1
+
+
+async def hold_some(
+    chirp: Chirp, held: list[Message], hold: bytes = b"hold", holding: trio.Event | None = None
+) -> None:
+    """Receive on ``chirp`` for ever: keep messages whose data is ``hold`` in ``held``
+    unreleased (so their ACK never goes; ``holding`` is set at the first), release the rest."""
+    async for msg in chirp:
+        if msg.data == hold:
+            held.append(msg)
+            if holding is not None:
+                holding.set()
+        else:
+            msg.release()

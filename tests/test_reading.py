@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from memnet_helpers import LowRandom
-from reading_helpers import CancelAfterSteps
-from tls_helpers import PKISet
+from memnet_helpers import LowRandom, memory_pair, serve_raw
+from reading_helpers import CancelAfterSteps, hold_some
+from tls_helpers import PKISet, handshaken
 
 from trio_chirp import (
     Chirp,
@@ -27,7 +26,6 @@ from trio_chirp import (
     ConnectionLostError,
     Message,
     ProtocolError,
-    TLSContexts,
     open_chirp,
 )
 from trio_chirp._connection import Connection
@@ -40,7 +38,6 @@ from trio_chirp._protocol import (
     encode_handshake,
     pack_frame_head,
 )
-from trio_chirp._tlsstream import TLSStream
 from trio_chirp.testing import MemoryNetwork, MemoryStream
 
 A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"
@@ -220,16 +217,7 @@ async def test_the_owners_connection_cut_fails_the_send_with_the_connections_err
     held: list[Message] = []
     holding = trio.Event()
     async with _node(net, A, tls) as a, _node(net, B, tls) as b, trio.open_nursery() as nursery:
-
-        async def b_holds() -> None:
-            async for msg in b:
-                if msg.data == b"hold":
-                    held.append(msg)  # never released: A's sender reads, waiting
-                    holding.set()
-                else:
-                    msg.release()
-
-        nursery.start_soon(b_holds)
+        nursery.start_soon(hold_some, b, held, b"hold", holding)  # A's sender reads, waiting
         for _ in range(3):  # the connection is up, the reader has handed the reading over
             await a.send(_msg(b"warm-up"))
         conn = _connection(a, B)
@@ -264,15 +252,7 @@ async def test_an_ack_that_never_comes_times_out_as_before_while_the_sender_read
         _node(net, B, None) as b,
         trio.open_nursery() as nursery,
     ):
-
-        async def b_holds() -> None:
-            async for msg in b:
-                if msg.data == b"hold":
-                    held.append(msg)
-                else:
-                    msg.release()
-
-        nursery.start_soon(b_holds)
+        nursery.start_soon(hold_some, b, held)
         for _ in range(3):
             await a.send(_msg(b"warm-up"))
         conn = _connection(a, B)
@@ -302,20 +282,7 @@ class _RawPeer:
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-
-            def on_accept(stream: trio.abc.Stream, peer: str) -> None:
-                assert isinstance(stream, MemoryStream)
-                nursery.start_soon(self._talk, stream)
-
-            serve = partial(
-                self.net.host(C).serve,
-                port=PORT,
-                bind_v4="0.0.0.0",
-                bind_v6=None,
-                backlog=8,
-                on_accept=on_accept,
-            )
-            await nursery.start(serve)
+            await serve_raw(nursery, self.net, C, PORT, self._talk)
             task_status.started(PORT)
 
     async def _talk(self, stream: MemoryStream) -> None:
@@ -412,20 +379,7 @@ async def test_the_peers_clean_close_while_the_sender_reads(autojump_clock: Any)
 
 
 async def _memory_streams(nursery: trio.Nursery) -> tuple[trio.abc.Stream, trio.abc.Stream]:
-    net = MemoryNetwork()
-    accepted: list[trio.abc.Stream] = []
-    serve = partial(
-        net.host(B).serve,
-        port=0,
-        bind_v4="0.0.0.0",
-        bind_v6=None,
-        backlog=8,
-        on_accept=lambda s, _: accepted.append(s),
-    )
-    port: int = await nursery.start(serve)
-    client, _ = await net.host(A).connect(B, port)
-    await trio.testing.wait_all_tasks_blocked()
-    return client, accepted[0]
+    return await memory_pair(MemoryNetwork(), nursery)
 
 
 async def _tcp_streams(nursery: trio.Nursery) -> tuple[trio.abc.Stream, trio.abc.Stream]:
@@ -437,18 +391,6 @@ async def _tcp_streams(nursery: trio.Nursery) -> tuple[trio.abc.Stream, trio.abc
     return client, server
 
 
-async def _tls(
-    pki: PKISet, client_raw: trio.abc.Stream, server_raw: trio.abc.Stream
-) -> tuple[TLSStream, TLSStream]:
-    contexts = TLSContexts.from_files(pki["alpha"])
-    client = TLSStream(client_raw, contexts.client, server_side=False, server_hostname=B)
-    server = TLSStream(server_raw, contexts.server, server_side=True)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.do_handshake)
-        nursery.start_soon(server.do_handshake)
-    return client, server
-
-
 @pytest.mark.parametrize("kind", ["memory", "tcp", "tls-memory", "tls-tcp"])
 async def test_a_cancelled_receive_some_loses_no_bytes(kind: str, pki: PKISet) -> None:
     """What the hand-over relies on: a task reading a connection may be cancelled in
@@ -457,7 +399,7 @@ async def test_a_cancelled_receive_some_loses_no_bytes(kind: str, pki: PKISet) -
         opened = _memory_streams if kind.endswith("memory") else _tcp_streams
         writer, reader = await opened(nursery)
         if kind.startswith("tls"):
-            writer, reader = await _tls(pki, writer, reader)
+            writer, reader = await handshaken(pki, writer, reader)
         sent = bytearray()
         got = bytearray()
         cancelled = 0
@@ -531,15 +473,7 @@ async def test_an_ack_timeout_after_a_slot_wait_that_ended_gives_no_slot_hint(au
         _node(net, B, None, synchronous=False) as b,
         trio.open_nursery() as nursery,
     ):
-
-        async def b_holds() -> None:
-            async for msg in b:
-                if msg.data == b"hold":
-                    held.append(msg)
-                else:
-                    msg.release()
-
-        nursery.start_soon(b_holds)
+        nursery.start_soon(hold_some, b, held)
         await a.send(_msg(b"up"))
         first_two = [Message(b"one", address=A, port=PORT), Message(b"two", address=A, port=PORT)]
         for msg in first_two:
@@ -574,15 +508,7 @@ async def test_a_callers_earlier_deadline_ends_a_send_waiting_under_the_ack_time
         _node(net, B, None) as b,
         trio.open_nursery() as nursery,
     ):
-
-        async def b_holds() -> None:
-            async for msg in b:
-                if msg.data == b"hold":
-                    held.append(msg)
-                else:
-                    msg.release()
-
-        nursery.start_soon(b_holds)
+        nursery.start_soon(hold_some, b, held)
         await a.send(_msg(b"warm-up"))
         conn = _connection(a, B)
         start = trio.current_time()

@@ -5,13 +5,13 @@ on the same node, TLS. (Written by a reviewer with a brief to break it.)"""
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from memnet_helpers import serve_raw
 from reading_helpers import (
     LATENCY,
     PORT,
@@ -398,24 +398,11 @@ class _Garbler:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-
-            def on_accept(stream: trio.abc.Stream, peer: str) -> None:
-                assert isinstance(stream, MemoryStream)
-                self.stream = stream
-                nursery.start_soon(self._talk, stream)
-
-            serve = partial(
-                self.net.host(C).serve,
-                port=PORT,
-                bind_v4="0.0.0.0",
-                bind_v6=None,
-                backlog=8,
-                on_accept=on_accept,
-            )
-            await nursery.start(serve)
+            await serve_raw(nursery, self.net, C, PORT, self._talk)
             task_status.started()
 
     async def _talk(self, stream: MemoryStream) -> None:
+        self.stream = stream
         await stream.send_all(encode_handshake(PORT, b"\xee" * 16))
         self.accepted.set()
         parser = FrameParser(2**20)

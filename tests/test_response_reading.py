@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 import trio
 import trio.testing
-from memnet_helpers import LowRandom
+from memnet_helpers import LowRandom, serve_raw
 
 from trio_chirp import Chirp, Config, Message, open_chirp
 from trio_chirp._protocol import NEED_DATA, FrameHead, FrameParser, encode_handshake, pack_frame_head
@@ -123,14 +122,7 @@ async def _raw_responder(
                 answered += 1
                 await answer(stream, event, answered)
 
-    def on_accept(stream: trio.abc.Stream, peer: str) -> None:
-        assert isinstance(stream, MemoryStream)
-        nursery.start_soon(talk, stream)
-
-    serve = partial(
-        net.host(C).serve, port=PORT, bind_v4="0.0.0.0", bind_v6=None, backlog=8, on_accept=on_accept
-    )
-    await nursery.start(serve)
+    await serve_raw(nursery, net, C, PORT, talk)
 
 
 async def test_a_response_on_another_connection_ends_the_read(autojump_clock: Any) -> None:

@@ -3,46 +3,18 @@
 from __future__ import annotations
 
 import ssl
-from functools import partial
 
 import pytest
 import trio
 import trio.testing
-from tls_helpers import PKISet
+from memnet_helpers import memory_pair
+from tls_helpers import PKISet, handshaken
 
 from trio_chirp import TLSContexts
 from trio_chirp._tlsstream import HandshakeTurns, TLSStream
-from trio_chirp.testing import MemoryNetwork, MemoryStream
+from trio_chirp.testing import MemoryNetwork
 
 A, B = "10.0.0.1", "10.0.0.2"
-
-
-async def _memory_pair(net: MemoryNetwork, nursery: trio.Nursery) -> tuple[MemoryStream, MemoryStream]:
-    accepted: list[MemoryStream] = []
-
-    def on_accept(stream: trio.abc.Stream, peer: str) -> None:
-        assert isinstance(stream, MemoryStream)
-        accepted.append(stream)
-
-    serve = partial(
-        net.host(B).serve, port=0, bind_v4="0.0.0.0", bind_v6=None, backlog=8, on_accept=on_accept
-    )
-    port: int = await nursery.start(serve)
-    client, _ = await net.host(A).connect(B, port)
-    await trio.testing.wait_all_tasks_blocked()
-    return client, accepted[0]
-
-
-async def _handshaken(
-    pki: PKISet, client_raw: trio.abc.Stream, server_raw: trio.abc.Stream
-) -> tuple[TLSStream, TLSStream]:
-    contexts = TLSContexts.from_files(pki["alpha"])
-    client = TLSStream(client_raw, contexts.client, server_side=False, server_hostname=B)
-    server = TLSStream(server_raw, contexts.server, server_side=True)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.do_handshake)
-        nursery.start_soon(server.do_handshake)
-    return client, server
 
 
 async def _receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
@@ -111,8 +83,8 @@ async def test_send_nowait_keeps_what_the_transport_did_not_take_for_the_next_se
 ) -> None:
     net = MemoryNetwork()
     async with trio.open_nursery() as nursery:
-        client_raw, server_raw = await _memory_pair(net, nursery)
-        client, server = await _handshaken(pki, client_raw, server_raw)
+        client_raw, server_raw = await memory_pair(net, nursery)
+        client, server = await handshaken(pki, client_raw, server_raw)
         assert callable(getattr(client, "send_nowait", None))
         assert client.send_nowait(b"small") == 5  # all of it went out
         assert await _receive_exactly(server, 5) == b"small"
@@ -154,7 +126,7 @@ async def test_the_peers_eof_is_a_clean_end_with_or_without_close_notify(
 
 async def test_large_writes_arrive_whole_and_a_tls_failure_is_broken_resource(pki: PKISet) -> None:
     client_raw, server_raw = trio.testing.memory_stream_pair()
-    client, server = await _handshaken(pki, client_raw, server_raw)
+    client, server = await handshaken(pki, client_raw, server_raw)
     payload = bytes(range(251)) * 4177  # about 1 MiB, not a multiple of anything
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client.send_all, payload)

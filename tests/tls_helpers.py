@@ -17,7 +17,10 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import trio
+
 from trio_chirp import Config, PeerCertificate, TLSContexts
+from trio_chirp._tlsstream import TLSStream
 from trio_chirp.pki import FFDHE2048_PEM, CertificateAuthority
 
 
@@ -104,3 +107,16 @@ class Seen:
 
 
 __all__ = ["PKISet", "Seen", "make_test_pki", "tls12_only", "without_client_certificate"]
+
+
+async def handshaken(
+    pki: PKISet, client_raw: trio.abc.Stream, server_raw: trio.abc.Stream, server_name: str = "10.0.0.2"
+) -> tuple[TLSStream, TLSStream]:
+    """``client_raw`` and ``server_raw`` wrapped in ``_tlsstream.TLSStream``, handshake done."""
+    contexts = TLSContexts.from_files(pki["alpha"])
+    client = TLSStream(client_raw, contexts.client, server_side=False, server_hostname=server_name)
+    server = TLSStream(server_raw, contexts.server, server_side=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.do_handshake)
+        nursery.start_soon(server.do_handshake)
+    return client, server
