@@ -186,3 +186,24 @@ async def serve_raw(
         net.host(ip).serve, port=port, bind_v4="0.0.0.0", bind_v6=None, backlog=8, on_accept=on_accept
     )
     await nursery.start(serve)
+
+
+async def read_frames(
+    stream: trio.abc.Stream, handle: Callable[[object], Awaitable[bool | None]] | None = None
+) -> None:
+    """A raw peer's reading: parse frames from ``stream`` until its end (EOF, or the stream
+    broken or closed), awaiting ``handle(event)`` for each event (a ``FrameHead``, a
+    ``DataFrame``, ...); stop early when it returns True. Without ``handle``: drain."""
+    parser = FrameParser(2**20)
+    while True:
+        event = parser.next_event()
+        if event is NEED_DATA:
+            try:
+                data = await stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
+            parser.receive_data(data)
+        elif handle is not None and await handle(event):
+            return

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from memnet_helpers import LowRandom, memory_pair, serve_raw
+from memnet_helpers import LowRandom, memory_pair, read_frames, serve_raw
 from reading_helpers import CancelAfterSteps, hold_some
 from tls_helpers import PKISet, handshaken
 
@@ -30,11 +30,9 @@ from trio_chirp import (
 )
 from trio_chirp._connection import Connection
 from trio_chirp._protocol import (
-    NEED_DATA,
     TYPE_ACK,
     TYPE_REQ_ACK,
     FrameHead,
-    FrameParser,
     encode_handshake,
     pack_frame_head,
 )
@@ -287,23 +285,16 @@ class _RawPeer:
 
     async def _talk(self, stream: MemoryStream) -> None:
         await stream.send_all(encode_handshake(PORT, b"\xee" * 16))
-        parser = FrameParser(2**20)
-        while True:
-            event = parser.next_event()
-            if event is NEED_DATA:
-                try:
-                    data = await stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-                if not data:
-                    return
-                parser.receive_data(data)
-            elif isinstance(event, FrameHead) and event.type & TYPE_REQ_ACK:
+
+        async def answer(event: object) -> None:
+            if isinstance(event, FrameHead) and event.type & TYPE_REQ_ACK:
                 if self.good:
                     self.good -= 1
                     await stream.send_all(pack_frame_head(event.identity, 0, 0, 0, TYPE_ACK))
                 else:
                     await stream.send_all(self.answer(event))
+
+        await read_frames(stream, answer)
 
 
 async def test_bad_input_seen_by_the_owner_closes_the_connection_with_the_readers_error(
@@ -346,18 +337,17 @@ async def test_the_peers_clean_close_while_the_sender_reads(autojump_clock: Any)
     class Closer(_RawPeer):
         async def _talk(self, stream: MemoryStream) -> None:
             await stream.send_all(encode_handshake(PORT, b"\xee" * 16))
-            parser = FrameParser(2**20)
-            while True:
-                event = parser.next_event()
-                if event is NEED_DATA:
-                    parser.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, FrameHead) and event.type & TYPE_REQ_ACK:
-                    if self.good:
-                        self.good -= 1
-                        await stream.send_all(pack_frame_head(event.identity, 0, 0, 0, TYPE_ACK))
-                        continue
-                    await stream.aclose()
-                    return
+
+            async def ack_then_close(event: object) -> bool:
+                if isinstance(event, FrameHead) and event.type & TYPE_REQ_ACK:
+                    if not self.good:
+                        await stream.aclose()
+                        return True
+                    self.good -= 1
+                    await stream.send_all(pack_frame_head(event.identity, 0, 0, 0, TYPE_ACK))
+                return False
+
+            await read_frames(stream, ack_then_close)
 
     peer = Closer(net, lambda head: b"")
     async with trio.open_nursery() as nursery:

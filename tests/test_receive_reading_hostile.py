@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
-from memnet_helpers import serve_raw
+from memnet_helpers import read_frames, serve_raw
 from reading_helpers import (
     LATENCY,
     PORT,
@@ -31,9 +31,7 @@ from tls_helpers import PKISet
 
 from trio_chirp import ProtocolError, ShutdownError
 from trio_chirp._protocol import (
-    NEED_DATA,
     TYPE_ACK,
-    FrameParser,
     encode_frame,
     encode_handshake,
     pack_frame_head,
@@ -388,8 +386,8 @@ async def test_the_peer_closes_the_sole_connection_while_receive_reads_it(
 
 
 class _Garbler:
-    """A raw peer on C: answers the handshake, ACKs nothing, and on "go" (a frame it receives
-    with data b"garbage") writes an ACK frame with a payload (a protocol error)."""
+    """A raw peer on C: answers the handshake and ACKs nothing; the test writes what it
+    sends (good frames, then an ACK frame with a payload: a protocol error) on ``stream``."""
 
     def __init__(self, net: MemoryNetwork) -> None:
         self.net = net
@@ -405,17 +403,7 @@ class _Garbler:
         self.stream = stream
         await stream.send_all(encode_handshake(PORT, b"\xee" * 16))
         self.accepted.set()
-        parser = FrameParser(2**20)
-        while True:
-            event = parser.next_event()
-            if event is NEED_DATA:
-                try:
-                    data = await stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-                if not data:
-                    return
-                parser.receive_data(data)
+        await read_frames(stream)  # drained: the test writes to ``stream`` itself
 
 
 async def test_garbage_on_the_sole_connection_read_by_receive_is_contained(autojump_clock: Any) -> None:

@@ -14,10 +14,10 @@ from typing import Any
 
 import trio
 import trio.testing
-from memnet_helpers import LowRandom, serve_raw
+from memnet_helpers import LowRandom, read_frames, serve_raw
 
 from trio_chirp import Chirp, Config, Message, open_chirp
-from trio_chirp._protocol import NEED_DATA, FrameHead, FrameParser, encode_handshake, pack_frame_head
+from trio_chirp._protocol import DataFrame, FrameHead, encode_handshake, pack_frame_head
 from trio_chirp._reading import FrameReader
 from trio_chirp.testing import MemoryNetwork, MemoryStream
 
@@ -107,20 +107,15 @@ async def _raw_responder(
 
     async def talk(stream: MemoryStream) -> None:
         await stream.send_all(encode_handshake(PORT, b"\xee" * 16))
-        parser = FrameParser(2**20)
         answered = 0
-        while True:
-            event = parser.next_event()
-            if event is NEED_DATA:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                parser.receive_data(data)
-            elif isinstance(event, FrameHead) and event.is_message:
-                while parser.next_event() is NEED_DATA:  # the header map and the data
-                    parser.receive_data(await stream.receive_some(65536))
+
+        async def on_frame(event: object) -> None:
+            nonlocal answered
+            if isinstance(event, DataFrame):  # a message read whole: its head, map and data
                 answered += 1
-                await answer(stream, event, answered)
+                await answer(stream, event.head, answered)
+
+        await read_frames(stream, on_frame)
 
     await serve_raw(nursery, net, C, PORT, talk)
 
