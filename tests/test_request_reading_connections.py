@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from memnet_helpers import NodeInAThread
+from memnet_helpers import NodeInAThread, read_frames
 from reading_helpers import (
     LATENCY,
     PORT,
@@ -38,10 +38,8 @@ from trio_chirp import (
     open_chirp,
 )
 from trio_chirp._protocol import (
-    NEED_DATA,
     TYPE_REQ_ACK,
     FrameHead,
-    FrameParser,
     encode_handshake,
 )
 from trio_chirp.testing import MemoryNetwork
@@ -220,26 +218,20 @@ async def test_reply_puts_the_response_on_the_wire_before_the_ack(autojump_clock
         await stream.send_all(encode_handshake(PORT, identity_c))
         ids = [bytes([i + 1]) * 16 for i in range(n)]
 
-        async def peer_reads() -> None:
-            parser = FrameParser(2**24)
-            acks = 0
-            while True:
-                event = parser.next_event()
-                if event is NEED_DATA:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    parser.receive_data(data)
-                elif isinstance(event, FrameHead):
-                    if event.is_message:
-                        seen.append(("msg", event.identity))
-                    elif event.is_ack:
-                        seen.append(("ack", event.identity))
-                        acks += 1
-                        if acks == n:
-                            acks_seen.set()
+        acks = 0
 
-        nursery.start_soon(peer_reads)
+        async def note(event: object) -> None:
+            nonlocal acks
+            if isinstance(event, FrameHead):
+                if event.is_message:
+                    seen.append(("msg", event.identity))
+                elif event.is_ack:
+                    seen.append(("ack", event.identity))
+                    acks += 1
+                    if acks == n:
+                        acks_seen.set()
+
+        nursery.start_soon(read_frames, stream, note)
         for i, ident in enumerate(ids[:4]):  # B's window for a libchirp peer: pipelined anyway
             await stream.send_all(encode_frame(ident, i, TYPE_REQ_ACK, b"", b"q%d" % i))
         await trio.sleep(0.2)
