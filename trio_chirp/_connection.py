@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import ssl
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 
@@ -56,7 +55,7 @@ from ._protocol import (
     encode_announcement,
     encode_handshake,
 )
-from ._reading import FrameReader
+from ._reading import CONTAINED_ERRORS, FrameReader
 from ._remote import Outgoing, Remote, lost_error
 from ._slots import SlotPool
 from ._sniff import HELLO_PORT, client_hello_verdict
@@ -66,9 +65,6 @@ from ._tls import describe_tls_failure, ssl_cause
 __all__ = ["CONTAINED_ERRORS", "Connection", "ConnectionOwner", "Prelude", "aclose_quietly"]
 
 logger = logging.getLogger("trio_chirp.connection")
-
-CONTAINED_ERRORS: Final = (ChirpError, OSError, ssl.SSLError, trio.BrokenResourceError)
-"""Failures that cost one connection and nothing else."""
 
 
 SKIP_OVERSIZED_UP_TO: Final = 64 * 1024 * 1024

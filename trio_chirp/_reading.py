@@ -50,6 +50,7 @@ How the reading passes on:
 from __future__ import annotations
 
 import math
+import ssl
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
@@ -76,7 +77,14 @@ from ._remote import Outgoing, OutgoingState, Remote
 from ._slots import SlotPool
 from ._stats import Traffic
 
-__all__ = ["FrameReader", "ReadHost"]
+__all__ = ["CONTAINED_ERRORS", "FrameReader", "ReadHost"]
+
+CONTAINED_ERRORS: Final = (ChirpError, OSError, ssl.SSLError, trio.BrokenResourceError)
+"""Failures that cost one connection and nothing else (``_connection`` closes with them)."""
+
+_ENDS_A_WAITING_READ: Final = (*CONTAINED_ERRORS, trio.ClosedResourceError)
+"""What stops a waiting task's read: a contained failure, which closes the connection as
+the reader task would, or a closed stream (the connection is ending already)."""
 
 _READER: Final = object()
 """The owner token of the connection's own reader task."""
@@ -278,10 +286,8 @@ class FrameReader:
         self.owner = task = trio.lowlevel.current_task()
         try:
             await self._read(done)
-        except (ChirpError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            # What the reader would have closed the connection with (``_connection._guard``);
-            # the waiting task then fails with the connection's error when it closes. A
-            # closed stream (``ClosedResourceError``) means the connection is ending already.
+        except _ENDS_A_WAITING_READ as exc:
+            # The waiting task then fails with the connection's error when it closes.
             if not self._host.closed:
                 self._host.fail(exc)
         finally:
